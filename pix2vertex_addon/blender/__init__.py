@@ -1,0 +1,31 @@
+"""The Blender-facing part of the add-on: preferences, scene settings, operators, panels.
+
+Registration joins each module's ``CLASSES``; everything ``register`` adds, ``unregister``
+removes (classes, ``Scene.p2v``, the vendored ``site-packages`` entry on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import deps, operators, panels, preferences, properties
+
+_MODULES = (preferences, properties, operators, panels)
+
+
+def register() -> None:
+    deps.add_vendor_path()
+    for mod in _MODULES:
+        for cls in mod.CLASSES:
+            bpy.utils.register_class(cls)
+    properties.register_properties()
+    bpy.types.VIEW3D_MT_mesh_add.append(operators.menu_add_template)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_mesh_add.remove(operators.menu_add_template)
+    properties.unregister_properties()
+    for mod in reversed(_MODULES):
+        for cls in reversed(mod.CLASSES):
+            bpy.utils.unregister_class(cls)
+    deps.remove_vendor_path()

@@ -1,0 +1,22 @@
+"""Development checks run with the tests: ruff on the repository, mypy on the core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_is_clean():
+    r = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]
+
+
+def test_mypy_core_is_clean():
+    r = subprocess.run([sys.executable, "-m", "mypy", "pix2vertex_addon/core"], cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]
