@@ -207,7 +207,8 @@ def rasterize(
             hi = torch.where(ea < 0, torch.minimum(hi, bound), hi)
             hi = torch.where((ea == 0) & (k < -eps), torch.full_like(hi, -1.0), hi)
         lo = torch.ceil(lo)
-        n = (torch.floor(hi) - lo + 1).clamp(min=0).long()
+        # A triangle that is degenerate in float32 (zero area) has non-finite bounds: no pixels.
+        n = torch.nan_to_num(torch.floor(hi) - lo + 1, nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0).long()
         row = torch.repeat_interleave(torch.arange(ro.numel(), device=device), n)
         if row.numel():
             start2 = torch.cumsum(n, 0) - n
