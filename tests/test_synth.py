@@ -237,6 +237,67 @@ def test_occluders_are_outside_the_mask(model):
     pytest.fail("no occluder in 40 seeds")
 
 
+def test_hair_is_outside_the_mask_and_sampled(model):
+    styles, on_face, outside_head = [], 0, 0
+    n = 40
+    for seed in range(n):
+        s = generate_sample(seed, 64, model=model, degrade=False, return_raster=True)
+        face = (s["tri_id"] >= 0) & (s["tri_id"] < s["meta"]["n_face_tris"])
+        hair = s["hair_alpha"] >= 0.5
+        assert s["hair_alpha"].shape == (64, 64) and s["hair_alpha"].dtype == np.float32
+        assert not (s["mask"] & hair).any()
+        if not any(s["meta"]["occluders"].values()):  # exact: face region minus the hair
+            np.testing.assert_array_equal(s["mask"], face & ~hair)
+        h = s["meta"]["hair"]
+        styles.append(h["style"])
+        assert h["drawn"] == bool((s["hair_alpha"] > 0).any())
+        on_face += bool((hair & face).any())
+        outside_head += bool((hair & (s["tri_id"] < 0)).any())
+    # hair volume is common, covers part of the head's face region and reaches past its outline
+    assert {"cap", "long"} <= set(styles) and ({"none", "bald"} & set(styles))
+    assert on_face > 0.4 * n and outside_head > 0.4 * n
+    clean = generate_sample(3, 64, model=model, clean=True, return_raster=True)
+    assert not clean["hair_alpha"].any() and not clean["meta"]["hair"]["drawn"]
+
+
+def test_photo_backgrounds_never_use_test_images(monkeypatch):
+    import hashlib
+
+    from pix2vertex_addon.core.synth import appearance, photos
+
+    assert not {Path(name).stem for _, _, name in photos.PHOTO_FILES} & photos.EXCLUDED
+    assert {"astronaut", "camera", "grace_hopper"} <= photos.EXCLUDED
+    srcs = photos.photo_sources()
+    if not srcs:
+        pytest.skip("scikit-image (its sample images) is not installed")
+    assert not {p.stem for p in srcs} & photos.EXCLUDED
+    # nor a copy of them under another name
+    digest = lambda p: hashlib.sha1(p.read_bytes()).hexdigest()  # noqa: E731
+    excluded = [p for pkg, folder in (("skimage", "data"), ("matplotlib", "mpl-data/sample_data"))
+                if (d := photos._package_dir(pkg)) is not None for p in (d / folder).glob("*")
+                if p.stem in photos.EXCLUDED]
+    assert excluded, "the excluded test images should be found to compare against"
+    assert not {digest(p) for p in srcs} & {digest(p) for p in excluded}
+    # the backgrounds actually drawn: half photos, only from the allowed files
+    kinds, used = [], set()
+    for seed in range(200):
+        img, info = appearance.background(rng_for(seed, "background"), 32, [0.8, 0.6, 0.5])
+        assert img.shape == (32, 32, 3) and img.dtype == np.float32
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        kinds.append(info["kind"])
+        if info["kind"] == "photo":
+            used.add(info["source"])
+    assert 0.35 < kinds.count("photo") / len(kinds) < 0.65
+    assert used <= {p.stem for p in srcs} and len(used) > 5
+    # without the packages: procedural backgrounds only, and the generator still works
+    monkeypatch.setattr(photos, "_sources", [])
+    for seed in range(20):
+        _, info = appearance.background(rng_for(seed, "background"), 32, [0.8, 0.6, 0.5])
+        assert info["kind"] == "procedural"
+    s = generate_sample(5, 32)
+    assert s["meta"]["background"]["kind"] == "procedural" and s["image"].shape == (32, 32, 3)
+
+
 # -- determinism, splits, ranges -------------------------------------------------------------------
 def test_determinism_by_seed(model):
     a = generate_sample(7, 64, model=model)

@@ -241,13 +241,28 @@ def _palette(rng, k, skin=None):
     return cols
 
 
-def background(rng: np.random.Generator, R: int, skin_srgb) -> np.ndarray:
-    """(R, R, 3) float32 sRGB background in [0, 1]; not trivially separable from a face.
+PHOTO_BACKGROUND_P = 0.5  # share of natural-image backgrounds (when photos are available)
 
-    Drawn at no more than 128 px and resized (a background needs no finer detail).
+
+def background(rng: np.random.Generator, R: int, skin_srgb) -> tuple[np.ndarray, dict]:
+    """(R, R, 3) float32 sRGB background in [0, 1] (not trivially separable from a face) and
+    what it is: ``{"kind": "photo", "source": stem, ...}`` or ``{"kind": "procedural"}``.
+
+    Half the time a random crop of a natural image (:mod:`.photos`, when scikit-image or
+    matplotlib is installed), otherwise procedural, drawn at no more than 128 px and resized.
     """
+    if rng.random() < PHOTO_BACKGROUND_P:
+        from .photos import photo_background
+
+        got = photo_background(rng, R)
+        if got is not None:
+            return got
+    return _procedural_background(rng, R, skin_srgb), {"kind": "procedural"}
+
+
+def _procedural_background(rng: np.random.Generator, R: int, skin_srgb) -> np.ndarray:
     if R > 128:
-        small = background(rng, 128, skin_srgb)
+        small = _procedural_background(rng, 128, skin_srgb)
         big = Image.fromarray((small * 255 + 0.5).astype(np.uint8)).resize((R, R), Image.Resampling.BILINEAR)
         return np.asarray(big, dtype=np.float32) / 255.0
     skin = np.asarray(skin_srgb)

@@ -14,6 +14,7 @@ from ..correspondence import MODEL_TO_CAMERA
 from ..crop import crop_box_from_landmarks
 from ..face_model import N_EXPRESSION, N_IDENTITY, FaceModel, load_face_model
 from . import appearance as A
+from .hair import hair_layer
 from .mesh import HEAD, SCLERA, RenderMesh, render_mesh
 from .raster import project, rasterize
 from .sampling import (
@@ -203,7 +204,8 @@ def generate_sample(
         Cast shadows of the key light (a shadow-map pass).
     return_raster : bool
         Also return "tri_id" (R, R) int64 (render-mesh triangle, -1 background; values below
-        ``meta["n_face_tris"]`` are ``Template.triangles()`` rows) and "bary" (R, R, 3) float32.
+        ``meta["n_face_tris"]`` are ``Template.triangles()`` rows), "bary" (R, R, 3) float32 and
+        "hair_alpha" (R, R) float32 (the hair layer's alpha; pixels >= 0.5 are out of the mask).
 
     Returns
     -------
@@ -354,19 +356,26 @@ def generate_sample(
     lum = lin @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
     alb_lum = alb @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
     gain = np.median(lum) / max(float(np.median(alb_lum)), 1e-4)  # the light's median gain
-    lin = lin * np.float32(light["exposure"] / max(gain * 0.35, 1e-4))
+    expo = light["exposure"] / max(gain * 0.35, 1e-4)
+    lin = lin * np.float32(expo)
 
     # -- compose ----------------------------------------------------------------------------------
     lm2d = project(X[lm_idx], f, R).astype(np.float32)
     bg_rng = rng_for(seed, "background")
-    img = A.background(bg_rng, R, app["skin_srgb"])
+    img, bg_info = A.background(bg_rng, R, app["skin_srgb"])
     if bg_rng.random() < 0.7:
         chin = lm2d[8]
         neck_w = float(np.ptp(lm2d[:, 0])) * 0.55
         A.torso(bg_rng, R, img, (chin[0], chin[1]), neck_w, app["skin_srgb"])
     img[covered] = A.linear_to_srgb(lin).astype(np.float32)
-    occ, occ_info = A.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
     mask = face_px.copy()
+    hair, hair_info = hair_layer(rng_for(seed, "hair"), rm, X, Nv, rot, f, R, covered, depth, app, light,
+                                 expo, enabled=occluders)
+    if hair is not None:
+        a = hair[..., 3:4]
+        img = img * (1 - a) + hair[..., :3] * a
+        mask &= hair[..., 3] < 0.5
+    occ, occ_info = A.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
     if occ is not None:
         a = occ[..., 3:4]
         img = img * (1 - a) + occ[..., :3] * a
@@ -402,6 +411,8 @@ def generate_sample(
         "resolution": R,
         "light": light,
         "appearance": app,
+        "background": bg_info,
+        "hair": hair_info,
         "occluders": occ_info,
         "degrade": deg_info,
         "n_face_tris": rm.n_face_tris,
@@ -418,6 +429,8 @@ def generate_sample(
     if return_raster:
         out["tri_id"] = tri_id
         out["bary"] = bary
+        out["hair_alpha"] = (hair[..., 3].copy() if hair is not None
+                             else np.zeros((R, R), dtype=np.float32))
     return out
 
 

@@ -38,7 +38,7 @@ SPLITS: dict[str, range] = {
 # Stream ids of the independent random aspects of a sample.
 STREAMS = {
     "identity": 1, "expression": 2, "pose": 3, "camera": 4, "appearance": 5, "light": 6,
-    "background": 7, "occluders": 8, "degrade": 9,
+    "background": 7, "occluders": 8, "degrade": 9, "hair": 10,
 }
 
 # Pose ranges (degrees): half of the samples uniform over the range, half normal around 0 with
