@@ -1,12 +1,19 @@
 """Benchmark the synthetic data generator: samples per second at 256 and 512 px.
 
     .venv/bin/python scripts/bench_synth.py [--count 40] [--resolutions 256 512] [--workers 1 2]
+        [--baseline DIR]
 
 Rows: the whole generator (``generate_sample``) in 1..N worker processes (one torch thread
 each, as in DataLoader workers), the rasteriser alone, and, when CUDA is available, the
 rasteriser on the GPU. Besides wall-clock samples/s it reports the CPU time per sample, which
 other jobs on a shared machine disturb much less. Prints the machine, the load average (other jobs on a shared machine
 slow every row) and a markdown table for docs/benchmarks.md.
+
+``--baseline DIR`` (a folder holding an older ``pix2vertex_addon/``, e.g. from
+``git archive <commit> pix2vertex_addon | tar -x -C DIR``) adds rows that time the baseline's
+generator and this tree's alternately, sample by sample, in one process with one torch thread:
+a before/after comparison that the load of other jobs affects alike.
+Every worker decodes the natural-image backgrounds before timing (a one-off cost per process).
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ def _init():
 
     torch.set_num_threads(1)
     from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.synth.photos import preload_photos
 
     load_face_model()
+    preload_photos()  # once per process; the steady state is what a long run sees
 
 
 def _gen(args):
@@ -51,6 +60,46 @@ def bench_generator(res: int, count: int, workers: int) -> tuple[float, float]:
         cpu = pool.map(_gen, jobs, chunksize=2)
         dt = time.perf_counter() - t0
     return count / dt, sum(cpu) / count
+
+
+def bench_against(baseline: Path, res: int, count: int) -> tuple[float, float]:
+    """CPU ms per sample of the baseline's generator and of this tree's, timed alternately
+    (same seeds, one process, one torch thread)."""
+    import importlib
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="p2v_baseline_"))
+    try:
+        shutil.copytree(baseline / "pix2vertex_addon", tmp / "p2v_baseline")
+        sys.path.insert(0, str(tmp))
+        base_fm = importlib.import_module("p2v_baseline.core.face_model")
+        base_gen = importlib.import_module("p2v_baseline.core.synth").generate_sample
+        base_photos = importlib.import_module("p2v_baseline.core.synth.photos")
+        from pix2vertex_addon.core.face_model import load_face_model
+        from pix2vertex_addon.core.synth import generate_sample
+        from pix2vertex_addon.core.synth.photos import preload_photos
+
+        mb, mn = base_fm.load_face_model(), load_face_model()
+        for p in base_photos.photo_sources():
+            base_photos._load(p)
+        preload_photos()
+        for i in range(4):
+            base_gen(i, res, mb)
+            generate_sample(i, res, mn)
+        tb = tn = 0.0
+        for i in range(count):
+            c0 = time.process_time()
+            base_gen(1000 + i, res, mb)
+            c1 = time.process_time()
+            generate_sample(1000 + i, res, mn)
+            tb, tn = tb + c1 - c0, tn + time.process_time() - c1
+        return 1000 * tb / count, 1000 * tn / count
+    finally:
+        sys.path.remove(str(tmp))
+        for name in [m for m in sys.modules if m == "p2v_baseline" or m.startswith("p2v_baseline.")]:
+            del sys.modules[name]
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _posed_mesh(res):
@@ -105,7 +154,11 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=40, help="samples per measurement")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="folder with an older pix2vertex_addon/ to compare against (before/after rows)")
     a = ap.parse_args(argv)
+    if a.baseline is not None and not (a.baseline / "pix2vertex_addon").is_dir():
+        ap.error(f"--baseline {a.baseline}: no pix2vertex_addon/ folder in it")
 
     import torch
 
@@ -120,6 +173,10 @@ def main(argv=None) -> int:
         for w in a.workers:
             sps, cpu = bench_generator(res, a.count, w)
             rows.append((f"generate_sample, {w} process{'es' if w > 1 else ''}", res, sps, 1000 * cpu))
+        if a.baseline is not None:
+            ms_b, ms_n = bench_against(a.baseline, res, a.count)
+            rows.append(("generate_sample, baseline (alternating, 1 process)", res, 1000 / ms_b, ms_b))
+            rows.append(("generate_sample, this tree (alternating, 1 process)", res, 1000 / ms_n, ms_n))
         sps = bench_raster(res, a.count)
         rows.append(("rasterize only (CPU, 1 thread)", res, sps, 1000 / sps))
         if torch.cuda.is_available():
@@ -132,7 +189,8 @@ def main(argv=None) -> int:
     for name, res, sps, ms in rows:
         print(f"| {name} | {res} | {sps:.1f} | {ms:.1f} |")
     print("\nCPU ms per sample: process CPU time of the generator (the rasteriser rows: wall time, one"
-          "\nthread). On N otherwise idle cores, N processes give about N * 1000 / (CPU ms) samples/s.")
+          "\nthread). On N otherwise idle cores, N processes give about N * 1000 / (CPU ms) samples/s."
+          "\nThe alternating rows' samples/s is 1000 / (CPU ms), not a wall-clock rate.")
     return 0
 
 

@@ -113,6 +113,39 @@ def test_rasterize_nearest_wins_and_culling():
     assert set(np.unique(tri_id)) <= {2, 3} and (tri_id >= 0).all()
 
 
+def test_rasterize_fast_paths_match_torch():
+    """The CPU shortcuts of the rasteriser are bit-exact stand-ins for the torch calls, and the
+    cached triangle columns of a read-only array never go stale."""
+    import torch
+
+    from pix2vertex_addon.core.synth.raster import _nonzero, _take, _where
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    x[::7], y[::11], x[5] = float("nan"), float("inf"), -0.0
+    cond = torch.rand(1000, generator=g) > 0.5
+    assert torch.equal(_where(cond, x, y).view(torch.int32), torch.where(cond, x, y).view(torch.int32))
+    assert torch.equal(_nonzero(cond), torch.nonzero(cond).squeeze(1))
+    idx = torch.randint(0, 1000, (300,), generator=g)
+    assert torch.equal(_take(y, idx), y[idx])
+
+    R, f = 16, 20.0
+    X = np.array([[-50, -50, 100], [50, -50, 100], [50, 50, 100], [-50, 50, 100]], float)
+    T = np.array([[0, 2, 1], [0, 3, 2]])
+    T.setflags(write=False)
+    first = rasterize(X, T, f, R).tri_id
+    T2 = np.array([[0, 2, 1]])
+    T2.setflags(write=False)
+    assert (rasterize(X, T2, f, R).tri_id <= 0).all()  # another array: other columns
+    assert np.array_equal(rasterize(X, T, f, R).tri_id, first)
+    Tw = np.array(T)  # writeable arrays are converted on every call
+    assert np.array_equal(rasterize(X, Tw, f, R).tri_id, first)
+    Tw[:] = Tw[::-1].copy()  # the same array object, other contents
+    swapped = rasterize(X, Tw, f, R).tri_id
+    assert np.array_equal(swapped, rasterize(X, np.array(T[::-1]), f, R).tri_id)
+    assert not np.array_equal(swapped, first)
+
+
 # -- labels ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def clean_sample(model):

@@ -106,7 +106,8 @@ def paint_eyes(alb: np.ndarray, neu: np.ndarray, centres: np.ndarray, app: dict)
     """Iris, pupil and limbus on eyeball pixels, from their neutral positions (P, 3) cm."""
     left = neu[:, 0] > 0
     d = neu - np.where(left[:, None], centres[0], centres[1])
-    cos_t = d[:, 2] / (np.linalg.norm(d, axis=1) + 1e-9)
+    dist = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2])
+    cos_t = d[:, 2] / (dist + 1e-9)
     r = np.arccos(np.clip(cos_t, -1, 1)) / IRIS_HALF_ANGLE  # 1 at the limbus
     ic = srgb_to_linear(app["iris_srgb"]).astype(np.float32)
     iris = ic * (0.6 + 0.7 * r[:, None])
@@ -115,7 +116,7 @@ def paint_eyes(alb: np.ndarray, neu: np.ndarray, centres: np.ndarray, app: dict)
     out = out * (1 - 0.6 * limbus)
     out = np.where((r < app["pupil"])[:, None], 0.01, out)
     # the upper lid and the socket shade the eyeball (its top and sides most)
-    rad = np.linalg.norm(d, axis=1) + 1e-9
+    rad = dist + 1e-9
     up = np.clip(d[:, 1] / rad, 0, 1)
     side = 1 - np.clip(cos_t, 0, 1)
     out = out * (1 - 0.45 * up - 0.4 * side)[:, None]
@@ -379,15 +380,23 @@ def occluders(rng: np.random.Generator, R: int, lm2d: np.ndarray, app: dict,
         top = brow_y - rng.uniform(0.5, 0.9) * face_w
         reach = rng.uniform(-0.15, 0.3)
         lock = rng.normal(0, 1, 2)
-        for _ in range(n):
-            x0 = rng.uniform(x_lo, x_hi)
-            y1 = brow_y + (reach + rng.normal(0, 0.06)) * face_w
-            x1 = x0 + (side * 0.3 + rng.normal(0, 0.04)) * face_w
-            cx = 0.5 * (x0 + x1) + (lock[0] * 0.05 + rng.normal(0, 0.02)) * face_w
-            t = np.linspace(0, 1, 10)[:, None]
-            pts = ((1 - t) ** 2) * [x0, top] + 2 * t * (1 - t) * [cx, 0.5 * (top + y1)] + t ** 2 * [x1, y1]
-            col = tuple(int(v) for v in np.clip(hair * rng.uniform(0.5, 1.6) + 8, 0, 255)) + (255,)
-            d.line([tuple(p) for p in pts], fill=col, width=max(1, int(rng.uniform(1.0, 3.0) * R / 256)))
+        # the draws, strand by strand, then the curves of all strands at once
+        draws = np.array([(rng.uniform(x_lo, x_hi), rng.normal(0, 0.06), rng.normal(0, 0.04),
+                           rng.normal(0, 0.02), rng.uniform(0.5, 1.6), rng.uniform(1.0, 3.0))
+                          for _ in range(n)])
+        x0 = draws[:, 0]
+        y1 = brow_y + (reach + draws[:, 1]) * face_w
+        x1 = x0 + (side * 0.3 + draws[:, 2]) * face_w
+        cx = 0.5 * (x0 + x1) + (lock[0] * 0.05 + draws[:, 3]) * face_w
+        t = np.linspace(0, 1, 10)[:, None]
+        p0 = np.stack([x0, np.full(n, top)], axis=1)[:, None]
+        p1 = np.stack([cx, 0.5 * (top + y1)], axis=1)[:, None]
+        p2 = np.stack([x1, y1], axis=1)[:, None]
+        pts = ((1 - t) ** 2) * p0 + 2 * t * (1 - t) * p1 + t ** 2 * p2  # (n, 10, 2)
+        cols = np.clip(hair * draws[:, 4:5] + 8, 0, 255).astype(np.int64)
+        for k in range(n):
+            d.line(pts[k].ravel().tolist(), fill=(*cols[k].tolist(), 255),
+                   width=max(1, int(draws[k, 5] * R / 256)))
     if info["hand"]:
         # a hand-like silhouette (palm, four fingers, thumb), shaded across by a gradient
         hand = Image.new("L", (S, S), 0)
@@ -426,8 +435,16 @@ def occluders(rng: np.random.Generator, R: int, lm2d: np.ndarray, app: dict,
             rgba = np.concatenate([col, m[..., None] * 255], axis=2).astype(np.uint8)
             patch = Image.alpha_composite(layer.crop(hbox), Image.fromarray(rgba, "RGBA"))
             layer.paste(patch, (x0, y0))
-    layer = layer.resize((R, R), Image.Resampling.BOX)
-    return np.asarray(layer, dtype=np.float32) / 255.0, info
+    out = np.zeros((R, R, 4), dtype=np.float32)
+    bbox = layer.getbbox()
+    if bbox is not None:
+        # downsample only the drawn part: the 2 x 2 boxes are aligned to the full image's, so
+        # this is exactly the full image's BOX reduction there (and zero elsewhere)
+        x0, y0 = bbox[0] // ss, bbox[1] // ss
+        x1, y1 = -(-bbox[2] // ss), -(-bbox[3] // ss)
+        part = layer.crop((x0 * ss, y0 * ss, x1 * ss, y1 * ss)).resize((x1 - x0, y1 - y0), Image.Resampling.BOX)
+        out[y0:y1, x0:x1] = np.asarray(part, dtype=np.float32) / 255.0
+    return out, info
 
 
 _noise_tile: np.ndarray | None = None
@@ -476,7 +493,10 @@ def degrade(rng: np.random.Generator, img: np.ndarray, enabled: bool = True) -> 
     if info["vignette"]:
         yy, xx = np.mgrid[0:R, 0:R].astype(np.float32) / R - 0.5
         img = img * (1 - vig * (xx * xx + yy * yy) * 2)[..., None]
-    pil = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+    x = np.clip(img, 0, 1)
+    x *= 255
+    x += 0.5
+    pil = Image.fromarray(x.astype(np.uint8))
     if info["blur"]:
         pil = pil.filter(ImageFilter.GaussianBlur(blur * R / 256))
     if info["rescale"]:

@@ -15,7 +15,7 @@ from ..crop import crop_box_from_landmarks
 from ..face_model import N_EXPRESSION, N_IDENTITY, FaceModel, load_face_model
 from . import appearance as A
 from .hair import hair_layer
-from .mesh import HEAD, SCLERA, RenderMesh, render_mesh
+from .mesh import SCLERA, RenderMesh, render_mesh
 from .raster import project, rasterize
 from .sampling import (
     identity_id_of_seed,
@@ -86,8 +86,14 @@ def _vertex_normals(rm: RenderMesh, X: np.ndarray) -> np.ndarray:
     fn[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
     fn[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     n = rm.incidence @ fn
-    n /= np.sqrt((n * n).sum(axis=1, keepdims=True)) + 1e-12
+    n /= np.sqrt(_dot3(n, n))[:, None] + 1e-12
     return n
+
+
+def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of (N, 3) arrays: ``(a * b).sum(axis=1)`` with the same rounding
+    (the same order of additions), without numpy's slow reduction over a length-3 axis."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
 
 
 def _unit(v):
@@ -135,23 +141,27 @@ def _shadow(rm: RenderMesh, X: np.ndarray, P: np.ndarray, N: np.ndarray, L: np.n
     yl = np.cross(zl, xl)
     Rl = np.stack([xl, yl, zl])
     origin = centre + L * D
-    Xl = (X - origin) @ Rl.T
-    radius = float(np.linalg.norm(X - centre, axis=1).max()) * 1.02
+    Xl = (X[: rm.n_caster_vertices] - origin) @ Rl.T  # the casters use only these vertices
+    d = X - centre
+    radius = float(np.sqrt(_dot3(d, d).max())) * 1.02
     f = size / 2 * D / radius
-    casters = rm.triangles[rm.tri_part <= HEAD]  # skin and head cast the shadows that matter
-    sm = rasterize(Xl, casters, f, size, cull_backfaces=True, return_bary=False).depth
+    # skin and head cast the shadows that matter
+    sm = rasterize(Xl, rm.caster_triangles, f, size, cull_backfaces=True, return_bary=False).depth
     Pl = (P - origin) @ Rl.T
     uv = project(Pl, f, size)
     texel = 2 * radius / size
     ndl = np.clip(N @ L, 0.05, 1.0)
     bias = texel * (1.5 + np.minimum(2.0 * np.sqrt(1 - ndl**2) / ndl, 6.0))
-    lit = np.zeros(len(P), dtype=np.float32)
+    # 2 x 2 taps of the map around each point (percentage-closer filtering)
     offs = (-0.5, 0.5)
-    for du in offs:
-        for dv in offs:
-            j = np.clip((uv[:, 0] + du).astype(np.int64), 0, size - 1)
-            i = np.clip((uv[:, 1] + dv).astype(np.int64), 0, size - 1)
-            lit += (Pl[:, 2] <= sm[i, j] + bias).astype(np.float32)
+    cols = [np.clip((uv[:, 0] + d).astype(np.int64), 0, size - 1) for d in offs]
+    rows = [np.clip((uv[:, 1] + d).astype(np.int64), 0, size - 1) * size for d in offs]
+    smf = sm.ravel()
+    pz = Pl[:, 2]
+    lit = np.zeros(len(P), dtype=np.float32)
+    for j in cols:
+        for i in rows:
+            lit += pz <= smf[i + j] + bias
     return lit / len(offs) ** 2
 
 
@@ -289,7 +299,7 @@ def generate_sample(
     rows, cols = np.divmod(cov_idx, R)
     ray = np.stack([(cols + 0.5 - R / 2) / f, (rows + 0.5 - R / 2) / f, np.ones(len(cov_idx))], axis=1)
     P = ray * depth.ravel()[cov_idx, None].astype(np.float64)
-    Nrm = Nrm / (np.sqrt((Nrm * Nrm).sum(axis=1, keepdims=True)) + 1e-12)
+    Nrm = Nrm / (np.sqrt(_dot3(Nrm, Nrm))[:, None] + 1e-12)
     eye = rm.tri_part[tri_c] == SCLERA
     if eye.any():
         alb[eye] = A.paint_eyes(alb[eye], neu[eye], rm.eye_centres_cm, app)
@@ -313,7 +323,7 @@ def generate_sample(
         strand = A.lookup(bank["strand"], tex_uv * [1.0, 0.25], off[:2], bilinear=False)
         alb = alb * (1 + 0.35 * hw * strand)[:, None]
 
-    Vdir = (-ray / np.linalg.norm(ray, axis=1, keepdims=True)).astype(np.float32)
+    Vdir = (-ray / np.sqrt(_dot3(ray, ray))[:, None]).astype(np.float32)
     amb_c = (light["ambient"] * np.asarray(light["ambient_colour"])).astype(np.float32)
     sh1 = np.asarray(light["sh1_dir"], dtype=np.float32) * np.float32(light["sh1"] / 0.7)
     shade = amb_c * np.clip(1 + Nrm @ sh1, 0.2, None)[:, None]
@@ -341,8 +351,8 @@ def generate_sample(
         kc = (light["key"] * np.asarray(light["key_colour"])).astype(np.float32)
         shade = shade + diff[:, None] * kc
         H = Vdir + L
-        H /= np.linalg.norm(H, axis=1, keepdims=True)
-        spec = (np.clip((Nrm * H).sum(axis=1), 0, 1) ** light["shininess"]) * (ndl > 0) * sh
+        H /= np.sqrt(_dot3(H, H))[:, None]
+        spec = (np.clip(_dot3(Nrm, H), 0, 1) ** light["shininess"]) * (ndl > 0) * sh
         spec = spec * light["specular"] * spw
         spec_rgb = spec[:, None] * kc
     else:
@@ -372,13 +382,11 @@ def generate_sample(
     hair, hair_info = hair_layer(rng_for(seed, "hair"), rm, X, Nv, rot, f, R, covered, depth, app, light,
                                  expo, enabled=occluders)
     if hair is not None:
-        a = hair[..., 3:4]
-        img = img * (1 - a) + hair[..., :3] * a
+        _over(img, hair)
         mask &= hair[..., 3] < 0.5
     occ, occ_info = A.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
     if occ is not None:
-        a = occ[..., 3:4]
-        img = img * (1 - a) + occ[..., :3] * a
+        _over(img, occ)
         mask &= occ[..., 3] < 0.5
     image, deg_info = A.degrade(rng_for(seed, "degrade"), img, enabled=degrade)
 
@@ -434,6 +442,19 @@ def generate_sample(
     return out
 
 
+def _over(img: np.ndarray, layer: np.ndarray) -> None:
+    """Composite an RGBA (R, R, 4) layer over the (R, R, 3) image in place, within the rows and
+    columns where its alpha is non-zero (elsewhere ``img * (1 - 0) + rgb * 0`` is ``img``)."""
+    a = layer[..., 3]
+    nz = a > 0
+    rows, cols = np.flatnonzero(nz.any(axis=1)), np.flatnonzero(nz.any(axis=0))
+    if len(rows) == 0:
+        return
+    win = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    aw = a[win][..., None]
+    img[win] = img[win] * (1 - aw) + layer[win][..., :3] * aw
+
+
 def _safe_split(seed: int) -> str | None:
     try:
         return split_of_seed(seed)
@@ -443,6 +464,13 @@ def _safe_split(seed: int) -> str | None:
 
 def interpolate_pixels(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """Per-vertex values (V, C) interpolated with barycentrics (P, 3) over triangles (P, 3)."""
-    return (np.take(values, corners[:, 0], axis=0) * bary[:, 0:1]
-            + np.take(values, corners[:, 1], axis=0) * bary[:, 1:2]
-            + np.take(values, corners[:, 2], axis=0) * bary[:, 2:3])
+    # v0 * b0 + v1 * b1 + v2 * b2, in place (the same operations, fewer temporary arrays)
+    out = np.take(values, corners[:, 0], axis=0)
+    out *= bary[:, 0:1]
+    tmp = np.take(values, corners[:, 1], axis=0)
+    tmp *= bary[:, 1:2]
+    out += tmp
+    np.take(values, corners[:, 2], axis=0, out=tmp)
+    tmp *= bary[:, 2:3]
+    out += tmp
+    return out

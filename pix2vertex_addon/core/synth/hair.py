@@ -78,19 +78,22 @@ def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals:
     h0 = app["hairline_cm"] + front
     line = h0 - side * (drop + max(h0, 0.0)) - mk["behind"][:ns] * nape
     w = 1.0 / (1.0 + np.exp(np.clip(-(mk["height"][:ns] - line) / 0.4, -50, 50)))
-    # thickness: more on top, slow random variation over the head, none at the hairline
-    var = 1 + 0.25 * np.sin(neu @ freq + phase).sum(axis=1) / 3
-    top = np.clip(mk["height"][:ns] / 8.0, 0.0, 1.0)
-    t_mm = (1.5 + thick * (0.45 + 0.55 * top) * var) * _smoothstep((w - 0.3) / 0.5)
-    Xs = X[:ns] + normals[:ns] * t_mm[:, None]
-
-    tri = rm.triangles
-    tri = tri[(tri < ns).all(axis=1)]
-    wt = w[tri]
-    tri = tri[(wt > 0.5).all(axis=1)]
+    tri = rm.skin_triangles
+    on = w > 0.5
+    tri = tri[on[tri[:, 0]] & on[tri[:, 1]] & on[tri[:, 2]]]
     if len(tri) == 0:
         return None, {**info, "drawn": False}
-    vid = np.unique(tri)
+    used = np.zeros(ns, dtype=bool)
+    used[tri.ravel()] = True
+    vid = np.flatnonzero(used)  # the scalp vertices of the hair (sorted)
+    # thickness: more on top, slow random variation over the head, none at the hairline
+    # (computed where it is used: at the hair's vertices)
+    sn = np.sin(neu[vid] @ freq + phase)
+    var = 1 + 0.25 * (sn[:, 0] + sn[:, 1] + sn[:, 2]) / 3  # = sn.sum(axis=1), faster
+    top = np.clip(mk["height"][vid] / 8.0, 0.0, 1.0)
+    t_mm = (1.5 + thick * (0.45 + 0.55 * top) * var) * _smoothstep((w[vid] - 0.3) / 0.5)
+    Xs = np.zeros((ns, 3))
+    Xs[vid] = X[vid] + normals[vid] * t_mm[:, None]
     B = np.array([[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6],
                   [1 / 6, 1 / 6, 2 / 3]], dtype=np.float64)
     pts = [Xs[vid]] + [Xs[tri[:, 0]] * b[0] + Xs[tri[:, 1]] * b[1] + Xs[tri[:, 2]] * b[2] for b in B]
@@ -142,7 +145,7 @@ def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals:
     # inside and turning sideways at the edges; Lambert + sheen from the sample's lights
     gy, gx = np.gradient(_blur(D_g, 2.5))
     N = np.stack([-gx * 4.0, -gy * 4.0, -np.ones_like(gx)], axis=-1)
-    N /= np.linalg.norm(N, axis=-1, keepdims=True)
+    N /= np.sqrt(N[..., 0] * N[..., 0] + N[..., 1] * N[..., 1] + N[..., 2] * N[..., 2])[..., None]
     shade = np.float32(light["ambient"]) * np.asarray(light["ambient_colour"], dtype=np.float32)
     shade = np.broadcast_to(shade, N.shape).copy()
     if light["key"] > 0:

@@ -61,6 +61,10 @@ class RenderMesh:
     tri_part : (T,) int8 part code of each triangle.
     eye_centres_cm : (2, 3) float64 neutral centres of the (left, right) eyeball spheres; the iris
         is painted per pixel on the outer sphere around the model's +z axis.
+    skin_triangles : (T_s, 3) int64, the triangles whose vertices are all skin/head vertices
+        (the scalp the hair layer grows from).
+    caster_triangles : (T_c, 3) int64, the triangles of skin and head parts (shadow casters).
+    n_caster_vertices : the caster triangles use only vertices ``[0, n_caster_vertices)``.
     """
 
     n_vertices: int
@@ -79,6 +83,9 @@ class RenderMesh:
     n_skin_vertices: int
     tri_part: np.ndarray
     eye_centres_cm: np.ndarray
+    skin_triangles: np.ndarray
+    caster_triangles: np.ndarray
+    n_caster_vertices: int
 
 
 _cache: weakref.WeakKeyDictionary[FaceModel, RenderMesh] = weakref.WeakKeyDictionary()
@@ -128,6 +135,8 @@ def _build(model: FaceModel) -> RenderMesh:
     cols = np.repeat(np.arange(T), 3)
     inc = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(nv, T))
 
+    tri_part = part[tris[:, 0]].copy()
+    casters = np.ascontiguousarray(tris[tri_part <= HEAD])
     basis = np.ascontiguousarray(model.identity_basis[:, :nv].reshape(model.identity_basis.shape[0], -1))
     rm = RenderMesh(
         n_vertices=nv,
@@ -145,14 +154,17 @@ def _build(model: FaceModel) -> RenderMesh:
         neutral_flat=model.neutral_vertices[:nv].astype(np.float32).ravel(),
         expression_basis=np.ascontiguousarray(
             model.expression_basis[:, :nv].reshape(model.expression_basis.shape[0], -1)),
-        tri_part=part[tris[:, 0]].copy(),
+        tri_part=tri_part,
         eye_centres_cm=np.stack([
             model.neutral_vertices[slice(*model.regions[f"sclera_{s}"])].astype(np.float64).mean(axis=0)
             for s in ("left", "right")]),
+        skin_triangles=np.ascontiguousarray(tris[(tris < n_skin).all(axis=1)]),
+        caster_triangles=casters,
+        n_caster_vertices=int(casters.max()) + 1,
     )
     for arr in (rm.triangles, rm.part, rm.canon, rm.neutral_cm, rm.identity_basis, rm.neutral_flat,
                 rm.expression_basis, rm.tri_part,
-                rm.eye_centres_cm, *masks.values()):
+                rm.eye_centres_cm, rm.skin_triangles, rm.caster_triangles, *masks.values()):
         arr.setflags(write=False)
     return rm
 

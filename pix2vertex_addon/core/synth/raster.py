@@ -21,10 +21,14 @@ Method: culling and bounding boxes in float64; per triangle, the edge functions 
 linear forms in float32 relative to the triangle's first pixel centre; per bounding-box row the
 exact span of covered pixel centres (scanline); one ``scatter_reduce(amin)`` of packed
 (depth, triangle) keys as the z-buffer. The code is plain torch: it runs on the CPU (numpy in, numpy out) and, given CUDA tensors, on
-the GPU.
+the GPU. Triangles leave the pipeline as soon as they are culled or cover no pixel centre; gathers
+use ``index_select``, and on the CPU ``nonzero``/``where`` go through exact shortcuts (about 1.6x
+faster in all, the same bits).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import torch
@@ -84,6 +88,54 @@ def _as_tensor(a, dtype, device):
     return torch.as_tensor(a, dtype=dtype, device=device)
 
 
+# On the CPU, torch.where and torch.nonzero branch per element and run several times slower on
+# the irregular masks of a mesh than these exact equivalents (same values, same order).
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """``torch.nonzero(mask).squeeze(1)`` of a 1-D bool tensor (int64 indices, ascending)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask).squeeze(1)
+
+
+def _take(a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``a[index]`` for a 1-D int64 ``index`` (``index_select``: several times faster on the CPU)."""
+    return a.index_select(0, index)
+
+
+def _where(cond: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.where(cond, x, y)`` for float32 tensors of one shape, bit for bit, branch-free
+    on the CPU (a select on the bit patterns)."""
+    if cond.device.type != "cpu":
+        return torch.where(cond, x, y)
+    m = cond.to(torch.int32).neg_()  # all bits set where cond
+    r = x.view(torch.int32) & m
+    r |= y.view(torch.int32) & ~m
+    return r.view(torch.float32)
+
+
+_columns_cache: dict[tuple[int, str], tuple[weakref.ref, tuple]] = {}
+
+
+def _triangle_columns(triangles, device) -> tuple:
+    """The three vertex-index columns of ``triangles`` as contiguous int64 tensors on ``device``.
+
+    Read-only numpy arrays (the render mesh's) are converted once and cached while they live;
+    anything else is converted on every call."""
+    if isinstance(triangles, np.ndarray) and not triangles.flags.writeable:
+        key = (id(triangles), str(device))
+        hit = _columns_cache.get(key)
+        if hit is not None and hit[0]() is triangles:
+            return hit[1]
+        cols = _triangle_columns(np.array(triangles), device)
+        ref = weakref.ref(triangles, lambda _r, key=key: _columns_cache.pop(key, None))
+        _columns_cache[key] = (ref, cols)
+        return cols
+    F = _as_tensor(triangles, torch.int64, device)
+    if F.ndim != 2 or F.shape[1] != 3:
+        raise ValueError(f"triangles must be (T, 3), got {tuple(F.shape)}")
+    return tuple(F.t().contiguous().unbind(0))
+
+
 def rasterize(
     vertices_cam,
     triangles,
@@ -127,11 +179,9 @@ def rasterize(
     if device is None:
         device = vertices_cam.device if isinstance(vertices_cam, torch.Tensor) else "cpu"
     V = _as_tensor(vertices_cam, torch.float64, device)
-    F = _as_tensor(triangles, torch.int64, device)
     if V.ndim != 2 or V.shape[1] != 3:
         raise ValueError(f"vertices_cam must be (N, 3), got {tuple(V.shape)}")
-    if F.ndim != 2 or F.shape[1] != 3:
-        raise ValueError(f"triangles must be (T, 3), got {tuple(F.shape)}")
+    f0, f1, f2 = _triangle_columns(triangles, device)
 
     c = R / 2.0
     z = V[:, 2]
@@ -139,37 +189,47 @@ def rasterize(
     u = focal * V[:, 0] / zs + c
     v = focal * V[:, 1] / zs + c
 
-    # Per-triangle culling and bounding boxes in float64 (contiguous 1-D columns).
-    f0, f1, f2 = F.t().contiguous().unbind(0)
-    u0, u1, u2 = u[f0], u[f1], u[f2]
-    v0, v1, v2 = v[f0], v[f1], v[f2]
-    z0, z1, z2 = z[f0], z[f1], z[f2]
+    # Per-triangle culling and bounding boxes in float64 (contiguous 1-D columns). The winding
+    # and near-plane tests run on all triangles, the rest only on the triangles that pass them.
+    u0, u1, u2 = _take(u, f0), _take(u, f1), _take(u, f2)
+    v0, v1, v2 = _take(v, f0), _take(v, f1), _take(v, f2)
     area = (u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0)  # > 0: counter-clockwise on screen
-    ok = (z0 > _NEAR_MM) & (z1 > _NEAR_MM) & (z2 > _NEAR_MM) & (area.abs() > 1e-9)
+    near = z > _NEAR_MM
+    ok = _take(near, f0) & _take(near, f1) & _take(near, f2) & (area.abs() > 1e-9)
     if cull_backfaces:
         # x right / y down image: a camera-facing triangle with CCW model winding appears with
         # area < 0 here (the y flip mirrors it).
         ok &= area < 0
+    k1 = _nonzero(ok)
+    u0, u1, u2, v0, v1, v2 = (_take(a, k1) for a in (u0, u1, u2, v0, v1, v2))
     umin = torch.minimum(torch.minimum(u0, u1), u2)
     umax = torch.maximum(torch.maximum(u0, u1), u2)
     vmin = torch.minimum(torch.minimum(v0, v1), v2)
     vmax = torch.maximum(torch.maximum(v0, v1), v2)
-    ok &= (umax > 0.5) & (umin < R - 0.5) & (vmax > 0.5) & (vmin < R - 0.5)
-    keep = torch.nonzero(ok).squeeze(1)  # global ids of the triangles that may cover pixels
+    ok = (umax > 0.5) & (umin < R - 0.5) & (vmax > 0.5) & (vmin < R - 0.5)
+    k2 = _nonzero(ok)
+    keep = _take(k1, k2)  # global ids of the triangles that may cover pixels
+    u0, u1, u2, v0, v1, v2, umin, umax, vmin, vmax = (
+        _take(a, k2) for a in (u0, u1, u2, v0, v1, v2, umin, umax, vmin, vmax))
     # Pixels whose centre (i + 0.5) lies in [min, max].
-    x0 = torch.ceil(umin[keep] - 0.5).clamp(min=0)
-    x1 = torch.floor(umax[keep] - 0.5).clamp(max=R - 1)
-    y0 = torch.ceil(vmin[keep] - 0.5).clamp(min=0)
-    y1 = torch.floor(vmax[keep] - 0.5).clamp(max=R - 1)
-    t = torch.nonzero((x1 >= x0) & (y1 >= y0)).squeeze(1)  # local ids with candidate pixels
+    x0 = torch.ceil(umin - 0.5).clamp(min=0)
+    x1 = torch.floor(umax - 0.5).clamp(max=R - 1)
+    y0 = torch.ceil(vmin - 0.5).clamp(min=0)
+    y1 = torch.floor(vmax - 0.5).clamp(max=R - 1)
+    # Only triangles with candidate pixel centres go on ("local ids" index these).
+    k3 = _nonzero((x1 >= x0) & (y1 >= y0))
+    keep = _take(keep, k3)
+    u0, u1, u2, v0, v1, v2, x0, x1, y0, y1 = (
+        _take(a, k3) for a in (u0, u1, u2, v0, v1, v2, x0, x1, y0, y1))
+    z0, z1, z2 = (_take(z, _take(fk, keep)) for fk in (f0, f1, f2))
 
     # Screen-space linear forms of the barycentrics l0, l1 and of 1/z in float32, in coordinates
     # relative to the first candidate pixel centre (x0 + 0.5, y0 + 0.5) of each triangle, where
     # they are small (the subtraction is done in float64): l = a * dx + b * dy + c.
     xa, ya = x0 + 0.5, y0 + 0.5
-    u0, u1, u2 = ((uu[keep] - xa).float() for uu in (u0, u1, u2))
-    v0, v1, v2 = ((vv[keep] - ya).float() for vv in (v0, v1, v2))
-    iz0, iz1, iz2 = ((1.0 / zz[keep]).float() for zz in (z0, z1, z2))
+    u0, u1, u2 = ((uu - xa).float() for uu in (u0, u1, u2))
+    v0, v1, v2 = ((vv - ya).float() for vv in (v0, v1, v2))
+    iz0, iz1, iz2 = ((1.0 / zz).float() for zz in (z0, z1, z2))
     area = (u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0)
     a0 = (v1 - v2) / area
     b0 = (u2 - u1) / area
@@ -184,51 +244,56 @@ def rasterize(
     cq = c0 * d0 + c1 * d1 + iz2
     w_all = x1 - x0 + 1
     xs, ys = x0.float(), y0.float()  # integers < 2**24 are exact in float32
-    h = (y1[t] - y0[t] + 1).long()
+    h = (y1 - y0 + 1).long()
 
     tri_id = torch.full((R * R,), -1, dtype=torch.int64, device=device)
     keys = torch.full((R * R,), _KEY_EMPTY, dtype=torch.int64, device=device)
-    if t.numel():
+    if keep.numel():
         # Scanline spans: for each bounding-box row of each triangle, the range of pixel
         # centres where all three edge functions are >= -eps (l is linear in dx on a row).
         eps = 1e-6
         start = torch.cumsum(h, 0) - h
-        ro = torch.repeat_interleave(t, h)  # triangle of each row
+        ro = torch.repeat_interleave(h)  # triangle (local id) of each row
         dy = (torch.arange(ro.numel(), device=device) - torch.repeat_interleave(start, h)).float()
-        ea0, ea1 = a0[ro], a1[ro]
-        k0 = torch.addcmul(c0[ro], b0[ro], dy)
-        k1 = torch.addcmul(c1[ro], b1[ro], dy)
+        ea0, ea1 = _take(a0, ro), _take(a1, ro)
+        k0 = torch.addcmul(_take(c0, ro), _take(b0, ro), dy)
+        k1 = torch.addcmul(_take(c1, ro), _take(b1, ro), dy)
         ea2, k2 = -(ea0 + ea1), 1.0 - k0 - k1
         lo = torch.zeros_like(dy)
-        hi = (w_all[ro] - 1).float()
+        hi = (_take(w_all, ro) - 1).float()
         for ea, k in ((ea0, k0), (ea1, k1), (ea2, k2)):
-            bound = (-eps - k) / torch.where(ea == 0, torch.ones_like(ea), ea)
-            lo = torch.where(ea > 0, torch.maximum(lo, bound), lo)
-            hi = torch.where(ea < 0, torch.minimum(hi, bound), hi)
-            hi = torch.where((ea == 0) & (k < -eps), torch.full_like(hi, -1.0), hi)
+            flat = ea == 0  # rows parallel to the edge (rare): inside everywhere or nowhere
+            any_flat = bool(flat.any())
+            bound = (-eps - k) / (_where(flat, torch.ones_like(ea), ea) if any_flat else ea)
+            lo = _where(ea > 0, torch.maximum(lo, bound), lo)
+            hi = _where(ea < 0, torch.minimum(hi, bound), hi)
+            if any_flat:
+                hi = _where(flat & (k < -eps), torch.full_like(hi, -1.0), hi)
         lo = torch.ceil(lo)
         # A triangle that is degenerate in float32 (zero area) has non-finite bounds: no pixels.
         n = torch.nan_to_num(torch.floor(hi) - lo + 1, nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0).long()
         row = torch.repeat_interleave(torch.arange(ro.numel(), device=device), n)
         if row.numel():
             start2 = torch.cumsum(n, 0) - n
-            dx = lo[row] + (torch.arange(row.numel(), device=device) - start2[row]).float()
-            dyc = dy[row]
-            tc = ro[row]
-            iq = torch.addcmul(torch.addcmul(cq[tc], aq[tc], dx), bq[tc], dyc)
-            good = torch.nonzero(iq > 0).squeeze(1)
-            tc, dx, dyc, iq = tc[good], dx[good], dyc[good], iq[good]
+            dx = _take(lo, row) + (torch.arange(row.numel(), device=device)
+                                   - _take(start2, row)).float()
+            dyc = _take(dy, row)
+            tc = _take(ro, row)
+            iq = torch.addcmul(torch.addcmul(_take(cq, tc), _take(aq, tc), dx), _take(bq, tc), dyc)
+            good = _nonzero(iq > 0)
+            tc, dx, dyc, iq = (_take(a, good) for a in (tc, dx, dyc, iq))
             # Positive float32 bit patterns sort like the floats: pack (depth, triangle).
             key = ((1.0 / iq).view(torch.int32).long() << 32) | tc  # local id
-            pix = (ys[tc] + dyc).long() * R + (xs[tc] + dx).long()
+            pix = (_take(ys, tc) + dyc).long() * R + (_take(xs, tc) + dx).long()
             keys.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
-    hit = torch.nonzero(keys != _KEY_EMPTY).squeeze(1)
-    tp = keys[hit] & 0xFFFFFFFF  # local ids of the winning triangles
-    tri_id[hit] = keep[tp]
+    hit = _nonzero(keys != _KEY_EMPTY)
+    kh = _take(keys, hit)
+    tp = kh & 0xFFFFFFFF  # local ids of the winning triangles
+    tri_id.index_copy_(0, hit, _take(keep, tp))
 
     if not return_bary:
         depth = torch.full((R * R,), float("inf"), dtype=torch.float32, device=device)
-        depth[hit] = (keys[hit] >> 32).int().view(torch.float32)
+        depth.index_copy_(0, hit, (kh >> 32).int().view(torch.float32))
         tri_id, depth = tri_id.view(R, R), depth.view(R, R)
         if return_numpy:
             return Raster(tri_id.cpu().numpy(), None, depth.cpu().numpy())
@@ -238,14 +303,18 @@ def rasterize(
     bary = torch.zeros((R * R, 3), dtype=torch.float32, device=device)
     depth = torch.full((R * R,), float("inf"), dtype=torch.float32, device=device)
     if hit.numel():
-        dx = ((hit % R) - x0[tp]).float()
-        dy = (torch.div(hit, R, rounding_mode="floor") - y0[tp]).float()
-        l0 = a0[tp] * dx + b0[tp] * dy + c0[tp]
-        l1 = a1[tp] * dx + b1[tp] * dy + c1[tp]
-        q0, q1, q2 = l0 * iz0[tp], l1 * iz1[tp], (1.0 - l0 - l1) * iz2[tp]
+        # row and column of each pixel; floor(hit / R) in float64 is exact for hit < 2**53 / R
+        # and much cheaper than an integer division
+        hr = (hit.double() / R).floor_()
+        dx = ((hit.double() - hr * R) - _take(x0, tp)).float()
+        dy = (hr - _take(y0, tp)).float()
+        l0 = _take(a0, tp) * dx + _take(b0, tp) * dy + _take(c0, tp)
+        l1 = _take(a1, tp) * dx + _take(b1, tp) * dy + _take(c1, tp)
+        q0, q1 = l0 * _take(iz0, tp), l1 * _take(iz1, tp)
+        q2 = (1.0 - l0 - l1) * _take(iz2, tp)
         s = q0 + q1 + q2
-        bary[hit] = torch.stack([q0 / s, q1 / s, q2 / s], dim=1)
-        depth[hit] = 1.0 / s
+        bary.index_copy_(0, hit, torch.stack([q0 / s, q1 / s, q2 / s], dim=1))
+        depth.index_copy_(0, hit, 1.0 / s)
     bary = bary.view(R, R, 3)
     depth = depth.view(R, R)
     tri_id = tri_id.view(R, R)
