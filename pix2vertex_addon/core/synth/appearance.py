@@ -426,24 +426,24 @@ def occluders(rng: np.random.Generator, R: int, lm2d: np.ndarray, app: dict,
         gain = rng.uniform(0.6, 1.2)
         hbox = hand.getbbox()
         if hbox is not None:
-            x0, y0, x1, y1 = hbox
+            hx0, hy0, hx1, hy1 = hbox
             m = np.asarray(hand.crop(hbox), dtype=np.float32) / 255.0
-            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            yy, xx = np.mgrid[hy0:hy1, hx0:hx1].astype(np.float32)
             g = ((xx - c[0]) * np.cos(g_ang) + (yy - c[1]) * np.sin(g_ang)) / (2.5 * palm)
             shade = np.clip(0.85 + 0.6 * g, 0.3, 1.3)
             col = linear_to_srgb(skin[None, None, :] * shade[..., None] * gain) * 255
             rgba = np.concatenate([col, m[..., None] * 255], axis=2).astype(np.uint8)
             patch = Image.alpha_composite(layer.crop(hbox), Image.fromarray(rgba, "RGBA"))
-            layer.paste(patch, (x0, y0))
+            layer.paste(patch, (hx0, hy0))
     out = np.zeros((R, R, 4), dtype=np.float32)
     bbox = layer.getbbox()
     if bbox is not None:
         # downsample only the drawn part: the 2 x 2 boxes are aligned to the full image's, so
         # this is exactly the full image's BOX reduction there (and zero elsewhere)
-        x0, y0 = bbox[0] // ss, bbox[1] // ss
-        x1, y1 = -(-bbox[2] // ss), -(-bbox[3] // ss)
-        part = layer.crop((x0 * ss, y0 * ss, x1 * ss, y1 * ss)).resize((x1 - x0, y1 - y0), Image.Resampling.BOX)
-        out[y0:y1, x0:x1] = np.asarray(part, dtype=np.float32) / 255.0
+        bx0, by0 = bbox[0] // ss, bbox[1] // ss
+        bx1, by1 = -(-bbox[2] // ss), -(-bbox[3] // ss)
+        part = layer.crop((bx0 * ss, by0 * ss, bx1 * ss, by1 * ss)).resize((bx1 - bx0, by1 - by0), Image.Resampling.BOX)
+        out[by0:by1, bx0:bx1] = np.asarray(part, dtype=np.float32) / 255.0
     return out, info
 
 

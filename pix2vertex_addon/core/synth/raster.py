@@ -127,7 +127,10 @@ def _triangle_columns(triangles, device) -> tuple:
         if hit is not None and hit[0]() is triangles:
             return hit[1]
         cols = _triangle_columns(np.array(triangles), device)
-        ref = weakref.ref(triangles, lambda _r, key=key: _columns_cache.pop(key, None))
+        def forget(_ref: weakref.ref, key: tuple = key) -> None:
+            _columns_cache.pop(key, None)
+
+        ref = weakref.ref(triangles, forget)
         _columns_cache[key] = (ref, cols)
         return cols
     F = _as_tensor(triangles, torch.int64, device)

@@ -1,0 +1,155 @@
+"""Inference of the image-to-geometry networks (no ``bpy``): ``Predictor(weights_dir).predict(crop)``.
+
+The weights folder holds ``config.json`` (architecture and resolution) and one fp16 safetensors
+file per network (``geometry.safetensors``, ``correspondence.safetensors``), loaded without
+pickle. The networks are built and loaded once per :class:`Predictor`; :func:`get_predictor`
+caches one per (folder, threads) for callers that want a process-wide instance.
+
+Outputs follow docs/conventions.md, at the network resolution ``R = predictor.resolution``:
+
+``xyz`` : float32 (R, R, 3)
+    label frame (x right, y down, z forward; z relative to the head centre), millimetres;
+    0 where ``mask`` < 0.5.
+``mask`` : float32 (R, R)
+    face-mask probability in [0, 1]; threshold at 0.5 for a binary mask.
+``corr`` : float32 (R, R, 3)
+    canonical correspondence in [0, 1] (clipped); 0 where ``mask`` < 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Predictor", "get_predictor", "default_weights_dir", "load_config"]
+
+CONFIG_NAME = "config.json"
+
+
+def default_weights_dir() -> Path:
+    """``pix2vertex_addon/weights`` (shipped with the add-on)."""
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+def load_config(weights_dir) -> dict:
+    p = Path(weights_dir) / CONFIG_NAME
+    if not p.exists():
+        raise FileNotFoundError(
+            f"{p} not found: the network weights are missing. Export them with "
+            "`python -m pix2vertex_addon.training.export --run RUN_DIR --out pix2vertex_addon/weights`."
+        )
+    return json.loads(p.read_text())
+
+
+class Predictor:
+    """Geometry and correspondence networks, loaded once and reused.
+
+    Parameters
+    ----------
+    weights_dir : path, optional
+        Folder with config.json and the safetensors files (default: the shipped weights).
+    threads : int
+        ``torch.set_num_threads`` for inference (set explicitly; the default 2 suits a laptop).
+    device : str
+        'cpu' (default) or a torch device string.
+    """
+
+    def __init__(self, weights_dir=None, threads: int = 2, device: str = "cpu"):
+        import torch
+        from safetensors.torch import load_file
+
+        from .nets import define_net
+
+        self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
+        self.config = load_config(self.weights_dir)
+        self.threads = int(threads)
+        self.device = torch.device(device)
+        torch.set_num_threads(self.threads)
+        a = self.config["architecture"]
+        self.resolution = int(a["resolution"])
+        self.xyz_scale_mm = float(self.config.get("xyz_scale_mm", 100.0))
+        self.nets = {}
+        for name in ("geometry", "correspondence"):
+            net = define_net(
+                name,
+                resolution=self.resolution,
+                ngf=a["ngf"],
+                max_channels=a["max_channels"],
+                num_downs=a.get("num_downs"),
+                norm=a.get("norm", "batch"),
+            )
+            path = self.weights_dir / self.config["files"][name]
+            sd = {k: v.float() for k, v in load_file(str(path)).items()}
+            missing, unexpected = net.load_state_dict(sd, strict=False)
+            missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path} does not match the {name} network of config.json "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
+            self.nets[name] = net.to(self.device).eval()
+        self._lock = threading.Lock()
+
+    def _prepare(self, crop) -> np.ndarray:
+        crop = np.asarray(crop)
+        if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
+            raise ValueError(
+                f"crop must be a square uint8 RGB image (R, R, 3) (got {crop.dtype} {crop.shape})"
+            )
+        if crop.shape[0] != self.resolution:
+            from PIL import Image
+
+            crop = np.asarray(
+                Image.fromarray(crop).resize((self.resolution, self.resolution), Image.Resampling.BILINEAR)
+            )
+        return crop
+
+    def predict(self, crop) -> dict:
+        """Run both networks on one face crop.
+
+        crop : uint8 (S, S, 3) RGB, framed as in core/crop.py; resized to (R, R) when S != R.
+        Returns dict xyz float32 (R, R, 3) mm, mask float32 (R, R) probability, corr float32 (R, R, 3).
+        """
+        return self.predict_batch(self._prepare(crop)[None])[0]
+
+    def predict_batch(self, crops) -> list[dict]:
+        """crops: uint8 (B, R, R, 3) at the network resolution; returns one dict per crop."""
+        import torch
+
+        from .nets import image_to_tensor
+
+        x = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
+        with self._lock, torch.inference_mode():
+            torch.set_num_threads(self.threads)
+            g = self.nets["geometry"](x).float().cpu().numpy()
+            c = self.nets["correspondence"](x).float().cpu().numpy()
+        out = []
+        for k in range(len(g)):
+            mask = 1.0 / (1.0 + np.exp(-g[k, 3]))
+            keep = (mask >= 0.5)[..., None]
+            xyz = g[k, :3].transpose(1, 2, 0) * self.xyz_scale_mm * keep
+            corr = np.clip(c[k].transpose(1, 2, 0), 0.0, 1.0) * keep
+            out.append(
+                {
+                    "xyz": xyz.astype(np.float32),
+                    "mask": mask.astype(np.float32),
+                    "corr": corr.astype(np.float32),
+                }
+            )
+        return out
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_predictor(weights_dir=None, threads: int = 2) -> Predictor:
+    """A process-wide :class:`Predictor` per (weights folder, threads), built on first use."""
+    key = (str(Path(weights_dir).resolve()) if weights_dir else str(default_weights_dir()), int(threads))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Predictor(weights_dir, threads)
+        return _CACHE[key]

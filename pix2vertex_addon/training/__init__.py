@@ -1,0 +1,6 @@
+"""Training, evaluation and export of the image-to-geometry networks (command line only, no ``bpy``).
+
+python -m pix2vertex_addon.training.train --name NAME ...      # train / --resume
+python -m pix2vertex_addon.training.evaluate --run DIR ...     # held-out test report
+python -m pix2vertex_addon.training.export --run DIR --out pix2vertex_addon/weights
+"""

@@ -1,0 +1,87 @@
+"""Export a training checkpoint as fp16 safetensors weights for :class:`core.predict.Predictor`.
+
+    python -m pix2vertex_addon.training.export --run /work/p2v_runs/NAME [--ckpt latest.pt] \
+        --out pix2vertex_addon/weights
+
+Writes ``geometry.safetensors``, ``correspondence.safetensors`` (fp16, no pickle) and
+``config.json`` (architecture, resolution, source checkpoint, iteration, sha256 of each file);
+each file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+MAX_FILE_MIB = 16.0
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export(run_dir, out_dir, ckpt: str = "latest.pt") -> dict:
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    opts = json.loads((run_dir / "opts.json").read_text())
+    ck = torch.load(run_dir / ckpt, map_location="cpu", weights_only=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, hashes, sizes = {}, {}, {}
+    for name in ("geometry", "correspondence"):
+        if name not in ck["nets"]:
+            raise KeyError(f"{run_dir / ckpt} has no {name} network (trained with --nets {opts['nets']})")
+        sd = {
+            k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
+            for k, v in ck["nets"][name].items()
+            if not k.endswith("num_batches_tracked")
+        }
+        fn = f"{name}.safetensors"
+        tmp = out_dir / (fn + ".tmp")
+        save_file(sd, str(tmp), metadata={"network": name, "iter": str(ck["iter"])})
+        mib = os.path.getsize(tmp) / 2**20
+        if mib > MAX_FILE_MIB:
+            tmp.unlink()
+            raise ValueError(f"{fn} would be {mib:.1f} MiB > {MAX_FILE_MIB} MiB; train a smaller network")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_dir / fn)
+        files[name], hashes[name], sizes[name] = fn, sha256(out_dir / fn), round(mib, 2)
+    cfg = {
+        "architecture": {k: opts[k] for k in ("resolution", "ngf", "max_channels", "num_downs", "norm")},
+        "xyz_scale_mm": 100.0,
+        "files": files,
+        "sha256": hashes,
+        "size_mib": sizes,
+        "source": {
+            "run": str(run_dir),
+            "checkpoint": ckpt,
+            "iter": int(ck["iter"]),
+            "train_time_s": round(float(ck.get("elapsed_s", 0.0))),
+        },
+    }
+    tmp = out_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(cfg, indent=2))
+    os.replace(tmp, out_dir / "config.json")
+    return cfg
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run folder with opts.json and the checkpoint")
+    ap.add_argument("--ckpt", default="latest.pt", help="latest.pt or best.pt")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "weights"))
+    a = ap.parse_args(argv)
+    print(json.dumps(export(a.run, a.out, a.ckpt), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

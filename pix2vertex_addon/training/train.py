@@ -1,0 +1,382 @@
+"""Train the geometry and correspondence networks together (one batch feeds both).
+
+    python -m pix2vertex_addon.training.train --name r128 [--resolution 128 --ngf 32 --max-channels 192]
+    python -m pix2vertex_addon.training.train --name r128 --resume          # continue the last checkpoint
+
+Each run lives in ``--runs-dir/NAME`` (default /work/p2v_runs): ``opts.json`` (the resolved
+options), ``latest.pt`` (checkpoint, written every ``--ckpt-minutes`` and at the end, atomically),
+``best.pt`` (best validation score), ``log.jsonl`` (training losses and validation metrics).
+Checkpoints hold only tensors and plain numbers (loadable with ``torch.load(weights_only=True)``).
+Data: ``--data synth`` generates faces on the fly in DataLoader workers, ``--data fake`` is a toy
+set for tests, anything else is a folder (or glob) of ``.npz`` shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..core.losses import LossWeights, correspondence_loss, geometry_loss
+from ..core.nets import XYZ_SCALE_MM, define_net
+from .data import make_dataset
+from .metrics import corr_errors_mm, depth_errors, mask_iou, summarize
+
+DEFAULT_RUNS_DIR = "/work/p2v_runs"
+
+
+@dataclass
+class TrainOptions:
+    name: str = "run"
+    runs_dir: str = DEFAULT_RUNS_DIR
+    # network
+    resolution: int = 128
+    ngf: int = 32
+    max_channels: int = 192
+    num_downs: int | None = None
+    norm: str = "batch"
+    nets: list = field(default_factory=lambda: ["geometry", "correspondence"])
+    # optimisation (pix2pix defaults)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    batch_size: int = 8
+    iters: int = 100_000
+    lr_decay_start: int = 0  # 0: constant; else linear decay to 0 from this iteration to `iters`
+    w_xyz: float = 100.0
+    w_normals: float = 10.0
+    w_mask: float = 20.0
+    w_corr: float = 100.0
+    normals_warmup: int = 1000  # the normals weight ramps linearly from 0 over these iterations
+    # data
+    data: str = "synth"
+    val_data: str = ""  # '' -> same source as --data (split 'val')
+    val_size: int = 64
+    workers: int = 1
+    fresh_per_step: int = (
+        0  # >0: each step takes this many new samples plus (batch_size - fresh) from a replay pool
+    )
+    pool_size: int = 2000  # replay pool of recent samples (only with --fresh-per-step)
+    # bookkeeping
+    val_every: int = 500
+    log_every: int = 50
+    ckpt_minutes: float = 5.0
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
+
+    def net_kwargs(self) -> dict:
+        return dict(
+            resolution=self.resolution,
+            ngf=self.ngf,
+            max_channels=self.max_channels,
+            num_downs=self.num_downs,
+            norm=self.norm,
+        )
+
+
+def parse_args(argv=None) -> tuple[TrainOptions, bool]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(TrainOptions):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not f.default_factory else None  # noqa: E721
+        if f.name == "nets":
+            ap.add_argument(flag, nargs="+", default=None, choices=["geometry", "correspondence"])
+        elif f.name == "num_downs":
+            ap.add_argument(flag, type=int, default=None)
+        else:
+            ap.add_argument(flag, type=type(f.default), default=None, help=f"default {default}")
+    ap.add_argument("--resume", action="store_true", help="continue from RUN/latest.pt with RUN/opts.json")
+    a = vars(ap.parse_args(argv))
+    resume = a.pop("resume")
+    given = {k: v for k, v in a.items() if v is not None}
+    opts = TrainOptions()
+    if resume:
+        run_dir = Path(given.get("runs_dir", opts.runs_dir)) / given.get("name", opts.name)
+        saved = json.loads((run_dir / "opts.json").read_text())
+        opts = TrainOptions(**saved)
+    for k, v in given.items():  # command-line values override (e.g. --iters when resuming)
+        setattr(opts, k, v)
+    return opts, resume
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (the legacy global, for library code that uses it)
+    torch.manual_seed(seed)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_nets(opts: TrainOptions, device) -> dict:
+    return {n: define_net(n, **opts.net_kwargs()).to(device) for n in opts.nets}
+
+
+@torch.no_grad()
+def validate(nets: dict, batches: list, corr_scale_mm, device) -> dict:
+    """Losses-free quick metrics on a fixed validation set (same protocol as evaluate.py)."""
+    for n in nets.values():
+        n.eval()
+    d_err, c_err, ious = [], [], []
+    for b in batches:
+        img = b["image"].to(device)
+        mask = b["mask"][:, 0].numpy() > 0.5
+        if "geometry" in nets:
+            out = nets["geometry"](img).float().cpu()
+            z = (out[:, 2] * XYZ_SCALE_MM).numpy()
+            pm = out[:, 3].numpy() > 0
+            for k in range(len(z)):
+                d_err.append(summarize(depth_errors(z[k], b["xyz"][k, 2].numpy(), mask[k]))["mean"])
+                ious.append(mask_iou(pm[k], mask[k]))
+        if "correspondence" in nets:
+            c = nets["correspondence"](img).float().cpu().numpy().transpose(0, 2, 3, 1)
+            tc = b["corr"].numpy().transpose(0, 2, 3, 1)
+            for k in range(len(c)):
+                c_err.append(np.median(corr_errors_mm(c[k], tc[k], mask[k], corr_scale_mm)))
+    for n in nets.values():
+        n.train()
+    res = {}
+    if d_err:
+        res.update(depth_mean_pct=float(np.mean(d_err)), mask_iou=float(np.mean(ious)))
+    if c_err:
+        res.update(corr_median_mm=float(np.mean(c_err)))
+    return res
+
+
+def score(val: dict) -> float:
+    """Lower is better: depth % + corr mm / 2 + (1 - IoU) * 20 (each about 1 at the goal)."""
+    return (
+        val.get("depth_mean_pct", 0) / 2.0
+        + val.get("corr_median_mm", 0) / 2.0
+        + (1 - val.get("mask_iou", 1)) * 20
+    )
+
+
+def corr_scale_for(data: str) -> np.ndarray:
+    if data == "fake":
+        return np.array([100.0, 100.0, 100.0])
+    from ..core.correspondence import corr_to_mm_scale
+    from ..core.face_model import load_face_model
+
+    return corr_to_mm_scale(load_face_model())
+
+
+class ReplayPool:
+    """Ring buffer of recent samples: when generating a sample costs more than a training step on
+    it (on-the-fly rendering on a small CPU), each fresh batch is topped up with random older ones."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.store, self.n, self.head = size, None, 0, 0
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def mix(self, fresh: dict, batch_size: int) -> dict:
+        k = len(fresh["image"])
+        if self.store is None:
+            self.store = {
+                key: torch.empty((self.size,) + v.shape[1:], dtype=v.dtype) for key, v in fresh.items()
+            }
+        extra = min(batch_size - k, self.n)
+        idx = torch.randint(0, max(self.n, 1), (extra,), generator=self.gen)
+        out = {key: torch.cat([v, self.store[key][idx]]) for key, v in fresh.items()}
+        pos = (torch.arange(k) + self.head) % self.size
+        for key, v in fresh.items():
+            self.store[key][pos] = v
+        self.head = (self.head + k) % self.size
+        self.n = min(self.n + k, self.size)
+        return out
+
+
+def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) training; returns the last validation metrics."""
+    torch.set_num_threads(opts.threads)
+    device = pick_device(opts.device)
+    run_dir = Path(opts.runs_dir) / opts.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(opts.seed)
+    nets = build_nets(opts, device)
+    optims = {
+        n: torch.optim.Adam(m.parameters(), lr=opts.lr, betas=(opts.beta1, 0.999)) for n, m in nets.items()
+    }
+    start, best, elapsed0 = 0, float("inf"), 0.0
+    ckpt_path = run_dir / "latest.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"{ckpt_path} not found: nothing to resume (drop --resume to start)")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        for n in nets:
+            nets[n].load_state_dict(ck["nets"][n])
+            optims[n].load_state_dict(ck["optims"][n])
+            for pg in optims[n].param_groups:  # --lr given on resume wins over the saved one
+                pg["lr"] = opts.lr
+        start, best, elapsed0 = int(ck["iter"]), float(ck["best"]), float(ck.get("elapsed_s", 0.0))
+        torch.set_rng_state(ck["torch_rng"])
+    (run_dir / "opts.json").write_text(json.dumps(asdict(opts), indent=2))
+    log = open(run_dir / "log.jsonl", "a")
+
+    def log_line(d):
+        log.write(json.dumps(d) + "\n")
+        log.flush()
+
+    log_line(
+        {
+            "event": "start",
+            "iter": start,
+            "device": str(device),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "resume": resume,
+        }
+    )
+
+    remaining = max(0, opts.iters - start)
+    per_step = opts.fresh_per_step or opts.batch_size
+    if per_step > opts.batch_size:
+        raise ValueError(f"--fresh-per-step {per_step} exceeds --batch-size {opts.batch_size}")
+    train_ds = make_dataset(
+        opts.data, "train", opts.resolution, remaining * per_step, offset=start * per_step
+    )
+    pool = ReplayPool(opts.pool_size, opts.seed + start) if opts.fresh_per_step else None
+    val_src = opts.val_data or opts.data
+    val_ds = make_dataset(val_src, "val", opts.resolution, opts.val_size)
+    g = torch.Generator()
+    g.manual_seed(opts.seed)
+    loader = DataLoader(
+        train_ds,
+        batch_size=per_step,
+        shuffle=False,
+        num_workers=opts.workers,
+        drop_last=True,
+        persistent_workers=False,
+        prefetch_factor=4 if opts.workers else None,
+    )
+    val_batches = None  # generated lazily at the first validation
+    corr_scale = corr_scale_for(val_src)
+    w = opts.loss_weights()
+
+    def set_lr(it):
+        if opts.lr_decay_start and it >= opts.lr_decay_start:
+            lr = opts.lr * max(0.0, 1 - (it - opts.lr_decay_start) / max(1, opts.iters - opts.lr_decay_start))
+            for o in optims.values():
+                for pg in o.param_groups:
+                    pg["lr"] = lr
+
+    def save(path, it, elapsed):
+        _atomic_save(
+            {
+                "nets": {n: m.state_dict() for n, m in nets.items()},
+                "optims": {n: o.state_dict() for n, o in optims.items()},
+                "iter": it,
+                "best": best,
+                "elapsed_s": elapsed,
+                "torch_rng": torch.get_rng_state(),
+            },
+            path,
+        )
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=opts.iters,
+        initial=start,
+        disable=not progress,
+        mininterval=10 if not sys.stderr.isatty() else 0.1,
+        dynamic_ncols=True,
+    )
+    it = start
+    t0 = time.time()
+    last_ckpt = t0
+    val = {}
+    running = {}
+    for n in nets.values():
+        n.train()
+    for batch in loader:
+        if pool is not None:
+            batch = pool.mix(batch, opts.batch_size)
+        set_lr(it)
+        img = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device)
+        parts = {}
+        if "geometry" in nets:
+            ramp = min(1.0, (it + 1) / opts.normals_warmup) if opts.normals_warmup > 0 else 1.0
+            w_it = replace(w, normals=w.normals * ramp)
+            loss_g, p = geometry_loss(nets["geometry"](img), batch["xyz"].to(device), mask, w_it)
+            optims["geometry"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optims["geometry"].step()
+            parts.update(p)
+        if "correspondence" in nets:
+            loss_c, p = correspondence_loss(nets["correspondence"](img), batch["corr"].to(device), mask, w)
+            optims["correspondence"].zero_grad(set_to_none=True)
+            loss_c.backward()
+            optims["correspondence"].step()
+            parts.update(p)
+        it += 1
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        running["n"] = running.get("n", 0) + 1
+        bar.update(1)
+        if it % opts.log_every == 0 or it == opts.iters:
+            avg = {k: v / running["n"] for k, v in running.items() if k != "n"}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in avg.items()})
+            log_line(
+                {"event": "train", "iter": it, "elapsed_s": round(elapsed0 + time.time() - t0, 1), **avg}
+            )
+            running = {}
+        if it % opts.val_every == 0 or it == opts.iters:
+            if val_batches is None:
+                val_batches = list(DataLoader(val_ds, batch_size=opts.batch_size, num_workers=0))
+            val = validate(nets, val_batches, corr_scale, device)
+            sc = score(val)
+            log_line(
+                {
+                    "event": "val",
+                    "iter": it,
+                    "elapsed_s": round(elapsed0 + time.time() - t0, 1),
+                    "score": sc,
+                    **val,
+                }
+            )
+            bar.write(f"[val {it}] " + " ".join(f"{k}={v:.4f}" for k, v in val.items()))
+            if sc < best:
+                best = sc
+                save(run_dir / "best.pt", it, elapsed0 + time.time() - t0)
+        if time.time() - last_ckpt > opts.ckpt_minutes * 60 or it == opts.iters:
+            save(ckpt_path, it, elapsed0 + time.time() - t0)
+            last_ckpt = time.time()
+    if it == start or not ckpt_path.exists():
+        save(ckpt_path, it, elapsed0 + time.time() - t0)
+    bar.close()
+    log_line({"event": "end", "iter": it, "elapsed_s": round(elapsed0 + time.time() - t0, 1)})
+    log.close()
+    return {"iter": it, **val}
+
+
+def main(argv=None) -> int:
+    opts, resume = parse_args(argv)
+    res = train(opts, resume)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

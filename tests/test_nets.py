@@ -1,0 +1,179 @@
+"""Networks, losses and the predictor (fast; tiny resolutions)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pix2vertex_addon.core.losses import LossWeights, correspondence_loss, geometry_loss, normals_from_xyz
+from pix2vertex_addon.core.nets import NET_OUTPUTS, define_net, image_to_tensor
+from pix2vertex_addon.training.metrics import depth_errors, mask_iou, ransac_scale_shift, summarize
+
+
+@pytest.mark.parametrize("name", sorted(NET_OUTPUTS))
+def test_define_net_shapes(name):
+    net = define_net(name, resolution=32, ngf=8, max_channels=16)
+    out = net(torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, NET_OUTPUTS[name], 32, 32)
+    assert net.unet.channels == [8, 16, 16, 16, 16]  # log2(32) levels, capped at 16
+
+
+def test_define_net_unknown_name_raises():
+    with pytest.raises(NotImplementedError, match="not recognized"):
+        define_net("depth")
+
+
+def test_define_net_rejects_bad_resolution():
+    with pytest.raises(ValueError, match="power of two"):
+        define_net("geometry", resolution=100)
+
+
+def test_paper_architecture_channels_and_dropout():
+    net = define_net("geometry", resolution=256, ngf=64, max_channels=512)
+    assert net.unet.channels == [64, 128, 256, 512, 512, 512, 512, 512]
+    n_dropout = sum(isinstance(m, torch.nn.Dropout) for m in net.modules())
+    assert n_dropout == 3
+    convs = [m for m in net.head if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 32, 4] and all(c.kernel_size == (1, 1) for c in convs)
+
+
+def test_image_to_tensor_range_and_checks():
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[0, 0] = 255
+    t = image_to_tensor(img)
+    assert t.shape == (1, 3, 4, 4) and t.min() == -1 and t.max() == 1
+    with pytest.raises(ValueError):
+        image_to_tensor(img.astype(np.float32))
+
+
+def _plane(r=16, tilt=0.0):
+    yy, xx = torch.meshgrid(
+        torch.arange(r, dtype=torch.float32), torch.arange(r, dtype=torch.float32), indexing="ij"
+    )
+    return torch.stack([xx, yy, tilt * xx], 0)[None]
+
+
+def test_normals_of_fronto_parallel_plane_face_camera():
+    n, valid = normals_from_xyz(_plane())
+    assert n.shape == (1, 3, 15, 15) and valid.all()
+    assert torch.allclose(n[:, 2], torch.full_like(n[:, 2], -1.0))  # towards the camera (-z)
+
+
+def test_normals_of_tilted_plane():
+    n, _ = normals_from_xyz(_plane(tilt=1.0))
+    expect = torch.tensor([1.0, 0.0, -1.0]) / math.sqrt(2)  # cross(drow, dcol) for z = x
+    assert torch.allclose(n[0, :, 3, 3], expect, atol=1e-6)
+
+
+def test_geometry_loss_zero_at_truth_and_mask_restricted():
+    r = 16
+    xyz = _plane(r, tilt=0.5) * 3.0
+    mask = torch.zeros(1, 1, r, r)
+    mask[..., 4:12, 4:12] = 1
+    xyz = xyz * mask
+    logit = (mask * 2 - 1) * 50
+    pred = torch.cat([xyz / 100.0, logit], 1)
+    total, parts = geometry_loss(pred, xyz, mask)
+    assert parts["xyz"] < 1e-6 and parts["normals"] < 1e-4 and parts["mask"] < 1e-6  # eps bias
+    # changes outside the mask do not matter for xyz / normals
+    pred2 = pred.clone()
+    pred2[:, :3, :2, :2] += 7.0
+    _, parts2 = geometry_loss(pred2, xyz, mask)
+    assert parts2["xyz"] < 1e-6 and parts2["normals"] == pytest.approx(parts["normals"])
+    # a wrong value inside does, with weight 100 on xyz
+    pred3 = pred.clone()
+    pred3[:, 2, 6, 6] += 0.64
+    total3, parts3 = geometry_loss(pred3, xyz, mask, LossWeights(normals=0.0, mask=0.0))
+    assert parts3["xyz"] == pytest.approx(0.64 / (64 * 3), rel=1e-4)
+    assert float(total3) == pytest.approx(100 * parts3["xyz"], rel=1e-5)
+    assert parts3["normals"] > 0
+
+
+def test_correspondence_loss_masked():
+    c = torch.rand(2, 3, 8, 8)
+    m = torch.zeros(2, 1, 8, 8)
+    m[:, :, :4] = 1
+    p = c.clone()
+    p[:, :, 4:] = 0
+    total, parts = correspondence_loss(p, c, m)
+    assert parts["corr"] == 0
+    with pytest.raises(ValueError):
+        correspondence_loss(p[:, :2], c, m)
+
+
+def test_ransac_recovers_scale_shift_despite_outliers():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(-1, 1, 2000)
+    t = 3.0 * p + 5.0
+    t[:300] += rng.uniform(5, 20, 300)  # 15 % outliers
+    s, sh = ransac_scale_shift(p, t, thresh=0.05)
+    assert s == pytest.approx(3.0, abs=1e-6) and sh == pytest.approx(5.0, abs=1e-6)
+
+
+def test_depth_errors_invariant_to_scale_shift():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(0, 50, (16, 16))
+    m = np.ones((16, 16), bool)
+    assert depth_errors(0.5 * z - 7, z, m).max() < 1e-6
+    e = depth_errors(z + rng.normal(0, 1, z.shape), z, m)
+    assert 0.5 < e.mean() < 3.0  # ~0.8 mm / 50 mm range
+
+
+def test_summarize_and_iou():
+    s = summarize(np.arange(1, 11))
+    assert s["mean"] == 5.5 and s["median"] == 5.5 and s["top10"] == 10
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    b = np.zeros((4, 4), bool)
+    b[1:3] = True
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+
+
+def test_predictor_roundtrip(tmp_path):
+    from safetensors.torch import save_file
+
+    from pix2vertex_addon.core.predict import Predictor
+
+    torch.manual_seed(0)
+    arch = {"resolution": 32, "ngf": 8, "max_channels": 16, "num_downs": None, "norm": "batch"}
+    files = {}
+    nets = {}
+    for name in ("geometry", "correspondence"):
+        net = define_net(name, **arch).eval()
+        nets[name] = net
+        sd = {k: v.half() for k, v in net.state_dict().items() if v.is_floating_point()}
+        save_file(sd, str(tmp_path / f"{name}.safetensors"))
+        files[name] = f"{name}.safetensors"
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architecture": arch, "files": files, "xyz_scale_mm": 100.0})
+    )
+    p = Predictor(tmp_path, threads=1)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = p.predict(img)
+    assert (
+        out["xyz"].shape == (32, 32, 3) and out["corr"].shape == (32, 32, 3) and out["mask"].shape == (32, 32)
+    )
+    assert all(v.dtype == np.float32 for v in out.values())
+    assert 0 <= out["mask"].min() and out["mask"].max() <= 1
+    with torch.inference_mode():
+        ref = nets["geometry"].half().float()(image_to_tensor(img))[0].numpy()
+    keep = out["mask"] >= 0.5
+    np.testing.assert_allclose(
+        out["xyz"][keep], (ref[:3].transpose(1, 2, 0) * 100)[keep], rtol=1e-2, atol=1e-2
+    )
+    assert np.all(out["xyz"][~keep] == 0)
+    big = np.zeros((64, 64, 3), np.uint8)
+    assert p.predict(big)["xyz"].shape == (32, 32, 3)  # resized to the network resolution
+    with pytest.raises(ValueError, match="uint8"):
+        p.predict(img.astype(np.float32))
+
+
+def test_predictor_missing_weights_says_how_to_fix(tmp_path):
+    from pix2vertex_addon.core.predict import Predictor
+
+    with pytest.raises(FileNotFoundError, match="export"):
+        Predictor(tmp_path)
