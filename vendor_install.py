@@ -37,20 +37,35 @@ BLENDER_VERSION = "5.0"
 RUNTIME = [
     "torch==2.13.0",  # the CPU build; it lies on the development machines' disk
     "scipy==1.17.1",
-    "safetensors==0.8.0",
-    "pillow==13.0.0",
+    "safetensors==0.8.0",  # network weights without pickle
+    "pillow==13.0.0",  # image reading: EXIF, CMYK, 16-bit, PNG/JPEG writing
+    # What MediaPipe's face detection and face mesh (the "solutions" API) import. MediaPipe itself
+    # goes in with --no-deps (NO_DEPS below): its declared jax, jaxlib, sounddevice, sentencepiece
+    # and the GUI build of OpenCV are never used by the face models and cost hundreds of MB.
+    "absl-py==2.5.1",
+    "attrs==26.1.0",
+    "flatbuffers==25.12.19",
+    "protobuf==4.25.9",
+    "opencv-python-headless==4.10.0.84",
+    "matplotlib==3.9.4",  # imported by mediapipe.solutions.drawing_utils; also ships grace_hopper.jpg
+    "pyparsing==3.2.5",  # matplotlib 3.9's parser; 3.3 floods every import with deprecation warnings
 ]
+# Installed without their declared dependencies (see above).
+NO_DEPS = ["mediapipe==0.10.21"]
 # Everything a developer (and CI) needs on top, in .venv.
 DEVELOPMENT = [
     "bpy==5.0.1",  # real Blender 5.0 as a Python module: the tests run the add-on inside it
     "numpy==1.26.4",  # bpy 5.0 needs numpy < 2
+    "scikit-image==0.24.0",  # ships the astronaut and cameraman photos used as test inputs
+    "trimesh==5.2.0",  # scripts/bench_geometry.py compares our registration with nricp_amberg
+    "rtree==1.4.1",  # needed by trimesh's nricp_amberg
     "tqdm==4.70.1",
     "pytest==9.2.0",
     "ruff==0.17.6",
     "mypy==2.4.1",
     "fake-bpy-module-5-0==20260730",
 ]
-IMPORT_CHECK = ["bpy", "torch", "numpy", "scipy", "safetensors", "PIL", "tqdm", "pytest"]
+IMPORT_CHECK = ["bpy", "torch", "numpy", "scipy", "safetensors", "PIL", "tqdm", "pytest", "mediapipe", "cv2", "skimage"]
 
 
 def log(msg: str) -> None:
@@ -68,7 +83,7 @@ def venv_python(venv: Path = VENV) -> Path:
 
 
 def requirements_digest() -> str:
-    text = "\n".join(RUNTIME + DEVELOPMENT + [platform.python_version()])
+    text = "\n".join(RUNTIME + NO_DEPS + DEVELOPMENT + [platform.python_version()])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -128,11 +143,12 @@ def setup_venv(force: bool, dry_run: bool) -> Path:
     # torch first, with its exact pin, so that nothing drags in another (CUDA) build.
     run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "torch==2.13.0"], dry_run)
     run([str(py), "-m", "pip", "install", "--disable-pip-version-check", *RUNTIME, *DEVELOPMENT], dry_run)
+    run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *NO_DEPS], dry_run)
     if not dry_run:
         if not imports_ok(py, IMPORT_CHECK):
             raise SystemExit("[vendor_install] packages installed but do not import; see the pip output above")
         STAMP.write_text(digest + "\n")
-        log(f"installed {len(RUNTIME) + len(DEVELOPMENT)} pinned packages into {VENV}")
+        log(f"installed {len(RUNTIME) + len(NO_DEPS) + len(DEVELOPMENT)} pinned packages into {VENV}")
     return py
 
 
@@ -172,10 +188,9 @@ def setup_blender(python: Path, target: Path, face_model: Path, dry_run: bool) -
     r = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True)
     if r.returncode != 0:
         run([str(python), "-m", "ensurepip", "--upgrade"], dry_run)
-    run(
-        [str(python), "-m", "pip", "install", "--upgrade", "--no-input", "--target", str(site), *RUNTIME],
-        dry_run,
-    )
+    pip_target = [str(python), "-m", "pip", "install", "--upgrade", "--no-input", "--target", str(site)]
+    run([*pip_target, *RUNTIME], dry_run)
+    run([*pip_target, "--no-deps", *NO_DEPS], dry_run)
     if not dry_run:
         # Blender bundles numpy: keep its build, not a second copy from torch's dependencies.
         probe = subprocess.run([str(python), "-c", "import numpy"], capture_output=True,

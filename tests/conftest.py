@@ -49,6 +49,14 @@ def blender_addon():
     addon_utils.disable(ADDON_MODULE, default_set=True)
 
 
+def addon_module(name: str):
+    """A module of the *enabled* add-on, e.g. ``addon_module("blender.jobs")``: the same source
+    imported as ``pix2vertex_addon...`` is another module object with its own state."""
+    import importlib
+
+    return importlib.import_module(f"{ADDON_MODULE}.pix2vertex_addon.{name}")
+
+
 def blender_module(name: str):
     """Import one of Blender's own Python modules (``addon_utils``, ...): ``bpy`` must come first,
     it puts them on ``sys.path``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import deps, operators, panels, preferences, properties
+from . import deps, jobs, operators, panels, preferences, preview, properties
 
 _MODULES = (preferences, properties, operators, panels)
 
@@ -24,6 +24,8 @@ def register() -> None:
 
 def unregister() -> None:
     bpy.types.VIEW3D_MT_mesh_add.remove(operators.menu_add_template)
+    jobs.release()
+    preview.unregister_previews()
     properties.unregister_properties()
     for mod in reversed(_MODULES):
         for cls in reversed(mod.CLASSES):

@@ -1,10 +1,355 @@
-"""Operators: thin wrappers that gather inputs, call the core, report and return."""
+"""Operators: thin wrappers that gather inputs, run the core off the main thread, report, return.
+
+Reconstruct and Batch Reconstruct run their work in a background thread (:mod:`.jobs`) when
+invoked from the interface (the interface stays responsive, Esc or the Cancel button stops them)
+and in the calling thread when executed from a script (``bpy.ops.p2v.reconstruct()``). Either
+way the scene is changed only on the main thread, in one step, after the work succeeded.
+"""
 
 from __future__ import annotations
 
-import bpy
+import tempfile
+import traceback
+from pathlib import Path
 
-from . import deps
+import bpy
+import numpy as np
+
+from . import deps, jobs
+
+
+# -- inputs -------------------------------------------------------------------------------------
+class InputError(ValueError):
+    """The operator's inputs are incomplete (message for the user)."""
+
+
+def _image_source(settings) -> tuple[str, object]:
+    """(name, path or (H, W, 3) uint8 array) of the photo chosen in the panel."""
+    img = settings.image
+    if img is not None:
+        path = bpy.path.abspath(img.filepath) if img.filepath else ""
+        if path and Path(path).is_file() and img.packed_file is None and not img.is_dirty:
+            return img.name, path
+        w, h = img.size
+        if w == 0 or h == 0:
+            raise InputError(f"Image '{img.name}' has no pixels (is its file missing?)")
+        px = np.empty(w * h * img.channels, dtype=np.float32)
+        img.pixels.foreach_get(px)
+        px = px.reshape(h, w, img.channels)[::-1]
+        rgb = px[..., :3] if img.channels >= 3 else np.repeat(px[..., :1], 3, axis=2)
+        return img.name, np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if settings.image_path:
+        path = bpy.path.abspath(settings.image_path)
+        return Path(path).stem, path
+    raise InputError("Choose a photo first (Photo, or an image loaded in Blender)")
+
+
+def _check_runtime(context) -> str:
+    """Face model path in force; raises InputError when the runtime cannot work."""
+    missing = deps.missing_packages()
+    if missing:
+        raise InputError(
+            f"Missing runtime packages: {', '.join(missing)}. Install them with "
+            "'blender -b -P vendor_install.py' (see the add-on preferences)")
+    path = deps.face_model_path(context)
+    if not Path(path).is_file():
+        raise InputError(f"Face model not found at {path}: set its path in the add-on preferences")
+    return path
+
+
+def _threads(context) -> int:
+    from . import preferences
+
+    prefs = preferences.get(context)
+    return prefs.threads if prefs is not None else 0
+
+
+def _user_message(exc: BaseException) -> str:
+    from ..core.detect import DetectorUnavailable, NoFaceError
+    from ..core.export import OutputError
+    from ..core.face_model import FaceModelError
+    from ..core.images import ImageError
+    from ..core.pipeline import ReconstructionError
+
+    if isinstance(exc, NoFaceError):
+        return f"No face found in the photo: {exc}. Try a photo with a clearly visible, frontal face"
+    if isinstance(exc, ImageError):
+        return f"Cannot read the photo: {exc}"
+    if isinstance(exc, (FaceModelError, ReconstructionError, DetectorUnavailable, OutputError)):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc}"
+    if isinstance(exc, ImportError):
+        return f"A runtime package is missing ({exc}); run 'blender -b -P vendor_install.py'"
+    return f"Reconstruction failed: {type(exc).__name__}: {exc}"
+
+
+# -- reconstruct ----------------------------------------------------------------------------------
+def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
+    """Check the inputs (raises InputError) and start the reconstruction job."""
+    from ..core.images import load_image
+    from ..core.pipeline import PipelineOptions
+    from ..core.results import write_result
+
+    settings = context.scene.p2v
+    from .mesh import has_template_topology
+
+    if settings.template is None or not has_template_topology(settings.template):
+        raise InputError("Choose a template face (or click Add Template Face)")
+    name, source = _image_source(settings)
+    model_path = _check_runtime(context)
+    threads = _threads(context)
+    out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else Path(
+        tempfile.mkdtemp(prefix="p2v-"))
+    folder = out_root / bpy.path.clean_name(name)
+    opts = PipelineOptions(detail=True)
+
+    def work(progress, cancel):
+        progress(0.0, "loading the networks")
+        pipe = jobs.get_pipeline(model_path, threads)
+        progress(0.05, "reading the photo")
+        if isinstance(source, str):
+            rgb, info = load_image(source)
+            meta = {"input": source, "image": {"size": info.size, "notes": info.notes}}
+        else:
+            rgb, meta = source, {"input": f"Blender image {name}"}
+        recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, s), cancel=cancel)
+        progress(0.88, "writing the results")
+        write_result(folder, rgb, recs[0], pipe.model.template, report=meta, overwrite=True)
+        return recs[0], folder, pipe.model.template
+
+    job = jobs.Job(f"reconstruct {name}", work)
+    if run_in_thread:
+        job.start()
+    else:
+        job.run_here()
+    return job, {"name": name, "template": settings.template.name}
+
+
+def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
+    """Apply a finished job's result on the main thread; report errors; return operator state."""
+    from ..core.pipeline import Cancelled
+    from .apply import apply_reconstruction
+
+    settings = context.scene.p2v
+    settings.running = False
+    settings.progress = 0.0
+    if job.error is not None:
+        if isinstance(job.error, Cancelled):
+            settings.status = "Cancelled"
+            report({"WARNING"}, "Reconstruction cancelled; the scene is unchanged")
+            return {"CANCELLED"}
+        settings.status = "Failed"
+        if not isinstance(job.error, (ValueError, OSError)):
+            print(job.traceback)
+        report({"ERROR"}, _user_message(job.error))
+        return {"CANCELLED"}
+    rec, folder, template = job.result
+    obj = bpy.data.objects.get(info["template"])
+    if obj is None:
+        report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
+        return {"CANCELLED"}
+    made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
+    settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
+    report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; results in {folder}"
+           + (f"; target mesh '{made['target']}'" if made["target"] else ""))
+    for w in rec.warnings:
+        report({"WARNING"}, w)
+    return {"FINISHED"}
+
+
+class _ModalJob:
+    """Shared modal loop: a timer polls the job, Esc cancels it, the panel shows progress."""
+
+    _job: jobs.Job
+    _info: dict
+    _timer = None
+
+    def _begin_modal(self, context):
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        context.scene.p2v.running = True
+        return {"RUNNING_MODAL"}
+
+    def _tick(self, context):
+        s = context.scene.p2v
+        s.progress = self._job.fraction
+        s.status = self._job.text
+        if context.workspace is not None:
+            context.workspace.status_text_set(f"pix2vertex: {self._job.text} ({self._job.fraction:.0%}) - Esc to cancel")
+        for area in context.screen.areas if context.screen else []:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+    def _end_modal(self, context):
+        context.window_manager.event_timer_remove(self._timer)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._job.cancel()
+        if event.type == "TIMER":
+            self._tick(context)
+            if self._job.done:
+                self._end_modal(context)
+                return self._finish(context)
+        return {"PASS_THROUGH"}
+
+
+class P2V_OT_reconstruct(_ModalJob, bpy.types.Operator):
+    """Reconstruct the face in the photo and warp the template into it (Esc cancels)"""
+
+    bl_idname = "p2v.reconstruct"
+    bl_label = "Reconstruct"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return jobs.current_job() is None
+
+    def _finish(self, context):
+        return finish_reconstruct(context, self._job, self._info, self.report)
+
+    def _start(self, context, threaded: bool):
+        try:
+            self._job, self._info = start_reconstruct(context, threaded)
+        except (InputError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return None
+        return self._job
+
+    def invoke(self, context, event):
+        if self._start(context, threaded=True) is None:
+            return {"CANCELLED"}
+        return self._begin_modal(context)
+
+    def execute(self, context):
+        if self._start(context, threaded=False) is None:
+            return {"CANCELLED"}
+        return self._finish(context)
+
+
+# -- batch ----------------------------------------------------------------------------------------
+def start_batch(context, run_in_thread: bool) -> jobs.Job:
+    from ..core.batch import collect_inputs, run_batch
+    from ..core.pipeline import PipelineOptions
+
+    s = context.scene.p2v
+    if not s.batch_input_dir or not Path(bpy.path.abspath(s.batch_input_dir)).is_dir():
+        raise InputError("Choose an input folder of photos")
+    if not s.batch_output_dir:
+        raise InputError("Choose an output folder")
+    src = Path(bpy.path.abspath(s.batch_input_dir))
+    dst = Path(bpy.path.abspath(s.batch_output_dir))
+    files, _ = collect_inputs([src])
+    if not files:
+        raise InputError(f"No images in {src}")
+    model_path = _check_runtime(context)
+    threads = _threads(context)
+    overwrite = s.batch_overwrite
+
+    def work(progress, cancel):
+        progress(0.0, "loading the networks")
+        pipe = jobs.get_pipeline(model_path, threads)
+
+        def prog(i, total, name, stage):
+            progress(i / max(total, 1), f"{i}/{total} {name}: {stage}")
+
+        return run_batch(pipe, files, dst, PipelineOptions(), overwrite=overwrite, progress=prog, cancel=cancel)
+
+    job = jobs.Job(f"batch {src.name}", work)
+    return job.start() if run_in_thread else job.run_here()
+
+
+def finish_batch(context, job: jobs.Job, report) -> set[str]:
+    s = context.scene.p2v
+    s.running = False
+    s.progress = 0.0
+    if job.error is not None:
+        s.status = "Batch failed"
+        report({"ERROR"}, _user_message(job.error))
+        return {"CANCELLED"}
+    rep = job.result
+    s.status = rep.summary().splitlines()[0]
+    for path, reason in rep.failed:
+        report({"WARNING"}, f"{Path(path).name}: {reason}")
+    report({"WARNING"} if rep.failed or rep.cancelled else {"INFO"}, s.status)
+    return {"CANCELLED"} if rep.cancelled else {"FINISHED"}
+
+
+class P2V_OT_batch_reconstruct(_ModalJob, bpy.types.Operator):
+    """Reconstruct every photo of the input folder into the output folder (the scene is not changed)"""
+
+    bl_idname = "p2v.batch_reconstruct"
+    bl_label = "Batch Reconstruct"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return jobs.current_job() is None
+
+    def _finish(self, context):
+        return finish_batch(context, self._job, self.report)
+
+    def invoke(self, context, event):
+        try:
+            self._job = start_batch(context, True)
+        except (InputError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return self._begin_modal(context)
+
+    def execute(self, context):
+        try:
+            self._job = start_batch(context, False)
+        except (InputError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return self._finish(context)
+
+
+class P2V_OT_cancel(bpy.types.Operator):
+    """Cancel the running reconstruction"""
+
+    bl_idname = "p2v.cancel"
+    bl_label = "Cancel"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context):
+        return jobs.current_job() is not None
+
+    def execute(self, context):
+        jobs.cancel_current()
+        context.scene.p2v.status = "Cancelling..."
+        return {"FINISHED"}
+
+
+class P2V_OT_apply_detail(bpy.types.Operator):
+    """Bake the current shape and the fine-detail modifiers into the mesh (the template becomes a plain mesh)"""
+
+    bl_idname = "p2v.apply_detail"
+    bl_label = "Apply Detail"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        from .apply import DISPLACE_MOD
+
+        obj = context.scene.p2v.template if hasattr(context.scene, "p2v") else None
+        return obj is not None and DISPLACE_MOD in obj.modifiers
+
+    def execute(self, context):
+        from .apply import apply_detail
+
+        obj = context.scene.p2v.template
+        n_before = len(obj.data.vertices)
+        mesh = apply_detail(context, obj)
+        context.scene.p2v.template = None  # no longer the template's topology
+        self.report({"INFO"}, f"Applied the detail to '{obj.name}': {n_before} -> {len(mesh.vertices)} vertices")
+        return {"FINISHED"}
 
 
 class P2V_OT_add_template(bpy.types.Operator):
@@ -25,6 +370,10 @@ class P2V_OT_add_template(bpy.types.Operator):
         except FaceModelError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        except Exception as exc:  # noqa: BLE001 - e.g. numpy missing: tell the user, do not crash
+            traceback.print_exc()
+            self.report({"ERROR"}, f"Cannot load the face model: {exc}")
+            return {"CANCELLED"}
         name = "ICT-FaceKit Face"
         mesh = template_mesh(model, name)
         obj = object_utils.object_data_add(context, mesh, operator=None, name=name)
@@ -40,4 +389,4 @@ def menu_add_template(self: bpy.types.Menu, _context: bpy.types.Context) -> None
     self.layout.operator(P2V_OT_add_template.bl_idname, icon="MONKEY")
 
 
-CLASSES = (P2V_OT_add_template,)
+CLASSES = (P2V_OT_add_template, P2V_OT_reconstruct, P2V_OT_batch_reconstruct, P2V_OT_cancel, P2V_OT_apply_detail)

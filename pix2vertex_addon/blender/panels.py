@@ -1,10 +1,17 @@
-"""The 3D viewport sidebar panel (tab "Face")."""
+"""The 3D viewport sidebar panel (tab "Face"): "Reconstruct from Image"."""
 
 from __future__ import annotations
 
 import bpy
 
-from .operators import P2V_OT_add_template
+from . import deps
+from .operators import (
+    P2V_OT_add_template,
+    P2V_OT_apply_detail,
+    P2V_OT_batch_reconstruct,
+    P2V_OT_cancel,
+    P2V_OT_reconstruct,
+)
 
 
 class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
@@ -15,11 +22,66 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
     bl_category = "Face"
 
     def draw(self, context: bpy.types.Context) -> None:
+        from .preview import preview_icon
+
         layout = self.layout
-        settings = context.scene.p2v
-        layout.prop(settings, "template")
-        if settings.template is None:
+        s = context.scene.p2v
+        missing = deps.missing_packages()
+        if missing:
+            box = layout.box()
+            box.alert = True
+            box.label(text=f"Missing: {', '.join(missing)}", icon="ERROR")
+            box.label(text="See the add-on preferences")
+
+        col = layout.column(align=True)
+        col.label(text="Photo")
+        col.prop(s, "image_path", text="")
+        col.template_ID(s, "image", open="image.open")
+        icon = preview_icon(s)
+        if icon:
+            layout.template_icon(icon_value=icon, scale=6.0)
+
+        layout.separator()
+        layout.prop(s, "template")
+        if s.template is None:
             layout.operator(P2V_OT_add_template.bl_idname, icon="ADD")
 
+        row = layout.row(align=True)
+        row.prop(s, "use_detail")
+        sub = row.row(align=True)
+        sub.active = s.use_detail
+        sub.prop(s, "detail_strength", slider=True)
+        layout.prop(s, "add_target_mesh")
+        layout.prop(s, "output_dir")
 
-CLASSES = (VIEW3D_PT_p2v_reconstruct,)
+        if s.running:
+            layout.progress(factor=s.progress, type="BAR", text=s.status or "Working...")
+            layout.operator(P2V_OT_cancel.bl_idname, icon="CANCEL")
+        else:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.operator(P2V_OT_reconstruct.bl_idname, icon="SHADERFX")
+            if s.status:
+                layout.label(text=s.status, icon="INFO")
+        layout.operator(P2V_OT_apply_detail.bl_idname, icon="CHECKMARK")
+
+
+class VIEW3D_PT_p2v_batch(bpy.types.Panel):
+    bl_label = "Batch"
+    bl_idname = "VIEW3D_PT_p2v_batch"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Face"
+    bl_parent_id = "VIEW3D_PT_p2v_reconstruct"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        s = context.scene.p2v
+        layout.prop(s, "batch_input_dir")
+        layout.prop(s, "batch_output_dir")
+        layout.prop(s, "batch_overwrite")
+        layout.operator(P2V_OT_batch_reconstruct.bl_idname, icon="FILE_FOLDER")
+
+
+CLASSES = (VIEW3D_PT_p2v_reconstruct, VIEW3D_PT_p2v_batch)

@@ -1,4 +1,4 @@
-"""Scene settings (``Scene.p2v``)."""
+"""Scene settings (``Scene.p2v``): inputs, detail, batch folders, and the running job's progress."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ def _poll_template(_self: bpy.types.PropertyGroup, obj: bpy.types.Object) -> boo
     return has_template_topology(obj)
 
 
+def _update_detail(self: P2V_SceneSettings, context: bpy.types.Context) -> None:
+    from .apply import update_detail_modifiers
+
+    if self.template is not None:
+        update_detail_modifiers(self.template, self.use_detail, self.detail_strength)
+
+
+def _update_preview(self: P2V_SceneSettings, _context: bpy.types.Context) -> None:
+    from .preview import clear_preview
+
+    clear_preview()
+
+
 class P2V_SceneSettings(bpy.types.PropertyGroup):
     template: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Template",
@@ -18,6 +31,56 @@ class P2V_SceneSettings(bpy.types.PropertyGroup):
         type=bpy.types.Object,
         poll=_poll_template,
     )
+    image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Photo",
+        description="Photo of a face to reconstruct",
+        subtype="FILE_PATH",
+        update=_update_preview,
+    )
+    image: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Loaded Image",
+        description="Use an image already loaded in Blender instead of the file",
+        type=bpy.types.Image,
+        update=_update_preview,
+    )
+    use_detail: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Fine Detail",
+        description="Add the photo's fine detail as a subdivision and displacement modifier stack",
+        default=True,
+        update=_update_detail,
+    )
+    detail_strength: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Strength",
+        description="Scale of the fine-detail displacement (1: as reconstructed)",
+        default=1.0,
+        min=0.0,
+        soft_max=3.0,
+        update=_update_detail,
+    )
+    add_target_mesh: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Add Target Mesh",
+        description="Also add the networks' per-pixel mesh as a separate object, for inspection",
+        default=False,
+    )
+    output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Results",
+        description="Folder for the result files (empty: a temporary folder; textures are packed)",
+        subtype="DIR_PATH",
+    )
+    batch_input_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Input Folder", description="Folder of photos for Batch Reconstruct", subtype="DIR_PATH"
+    )
+    batch_output_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Output Folder", description="Folder for the batch results (one folder per photo)",
+        subtype="DIR_PATH",
+    )
+    batch_overwrite: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Overwrite", description="Redo photos that already have results", default=False
+    )
+    # progress of the running job (drawn by the panel)
+    running: bpy.props.BoolProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    progress: bpy.props.FloatProperty(min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    status: bpy.props.StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
 
 CLASSES = (P2V_SceneSettings,)

@@ -43,6 +43,9 @@ def render_png(path: str | os.PathLike[str], engine: str = "BLENDER_WORKBENCH",
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
     scene.render.film_transparent = False
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("P2V World")
+    scene.world.color = (0.8, 0.8, 0.8)
     if engine == "BLENDER_WORKBENCH":
         shading = scene.display.shading
         shading.light = "STUDIO"

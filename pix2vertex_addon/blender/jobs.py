@@ -1,0 +1,106 @@
+"""Work off Blender's main thread: one background job at a time, with progress and cancel.
+
+The job's function runs in a worker thread and must not touch ``bpy``; the operator that started
+it polls :class:`Job` from a timer on the main thread and applies the result there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+_pipelines: dict[tuple, Any] = {}
+_pipelines_lock = threading.Lock()
+_current: Job | None = None
+
+
+class Job:
+    """Run ``fn(progress, cancel)`` in a thread. ``progress(fraction, text)`` may be called from the
+    worker; ``cancel`` is a ``threading.Event`` the worker checks between stages."""
+
+    def __init__(self, name: str, fn: Callable[..., Any]):
+        self.name = name
+        self.fn = fn
+        self.cancel_event = threading.Event()
+        self.fraction = 0.0
+        self.text = "starting"
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.traceback = ""
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _progress(self, fraction: float, text: str) -> None:
+        self.fraction = float(min(max(fraction, 0.0), 1.0))
+        self.text = text
+
+    def _run(self) -> None:
+        try:
+            self.result = self.fn(self._progress, self.cancel_event)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+            self.traceback = traceback.format_exc()
+        finally:
+            self._done.set()
+
+    def start(self) -> Job:
+        global _current
+        if _current is not None and not _current.done:
+            raise RuntimeError(f"another reconstruction is running ({_current.name}); cancel it first")
+        _current = self
+        self._thread = threading.Thread(target=self._run, name=f"p2v-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def run_here(self) -> Job:
+        """Run in the calling thread (scripts and tests)."""
+        self._run()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+
+def current_job() -> Job | None:
+    return _current if _current is not None and not _current.done else None
+
+
+def cancel_current() -> bool:
+    job = current_job()
+    if job is None:
+        return False
+    job.cancel()
+    return True
+
+
+def get_pipeline(face_model_path: str, threads: int):
+    """A :class:`Pipeline` per (face model, threads), built once (in whichever thread asks)."""
+    from ..core.pipeline import Pipeline
+
+    n = threads or (os.cpu_count() or 2)
+    key = (face_model_path, n)
+    with _pipelines_lock:
+        p = _pipelines.get(key)
+        if p is None:
+            p = Pipeline(face_model_path, threads=n)
+            _pipelines[key] = p
+        return p
+
+
+def release() -> None:
+    """Forget cached pipelines and cancel a running job (on unregister)."""
+    cancel_current()
+    with _pipelines_lock:
+        for p in _pipelines.values():
+            p.detector.close()
+        _pipelines.clear()

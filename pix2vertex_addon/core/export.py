@@ -1,0 +1,178 @@
+"""Result files, written atomically (no ``bpy``).
+
+Each photo's results go to one folder. :class:`AtomicFolder` builds the folder under a hidden
+temporary name next to it and renames it into place only when every file is written, so a
+crash, a cancel or a full disk never leaves a half-written result where a finished one is
+expected; a finished result is only replaced when asked to (``overwrite``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AtomicFolder", "OutputError", "write_obj", "write_json", "format_obj"]
+
+
+class OutputError(OSError):
+    """The output folder cannot be written (read-only, missing, not a folder...)."""
+
+
+class AtomicFolder:
+    """``with AtomicFolder(final_dir, overwrite) as tmp:`` write files into ``tmp``; on success the
+    folder appears as ``final_dir`` in one rename; on an exception nothing is left behind."""
+
+    def __init__(self, final: str | os.PathLike[str], overwrite: bool = False):
+        self.final = Path(final)
+        self.overwrite = overwrite
+        tag = uuid.uuid4().hex[:8]
+        self.tmp = self.final.parent / f".{self.final.name}.partial-{tag}"
+        self._old = self.final.parent / f".{self.final.name}.old-{tag}"
+
+    def __enter__(self) -> Path:
+        parent = self.final.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder {parent}: {exc.strerror or exc}") from exc
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"the output folder {parent} is not writable")
+        if self.final.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.final} exists (use overwrite to replace it)")
+        try:
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise OutputError(f"cannot write in {parent}: {exc.strerror or exc}") from exc
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            if self.final.exists():
+                os.replace(self.final, self._old)
+            os.replace(self.tmp, self.final)
+        except OSError as e:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if self._old.exists() and not self.final.exists():
+                os.replace(self._old, self.final)
+            raise OutputError(f"cannot move the result into {self.final}: {e.strerror or e}") from e
+        shutil.rmtree(self._old, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """JSON with NumPy scalars and arrays converted."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    Path(path).write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
+
+
+def _rows(buf: io.StringIO, fmt: str, a: np.ndarray) -> None:
+    """Write one formatted line per row of ``a`` (one C-level % per block: fast)."""
+    a = np.asarray(a)
+    flat = a.ravel().tolist()
+    block = 20000
+    per = a.shape[1]
+    for i in range(0, len(a), block):
+        n = min(block, len(a) - i)
+        buf.write(((fmt + "\n") * n) % tuple(flat[i * per:(i + n) * per]))
+
+
+def format_obj(
+    vertices_m: np.ndarray,
+    faces: np.ndarray,
+    corner_uvs: np.ndarray | None = None,
+    mtl_file: str | None = None,
+    material: str = "face",
+    name: str = "face",
+    header: str = "",
+) -> str:
+    """Wavefront OBJ text.
+
+    Parameters
+    ----------
+    vertices_m : (V, 3) float, metres, OBJ convention (+y up, +z towards the viewer).
+    faces : (F, k) int, 0-based polygon corners, -1 pads shorter polygons (k = 3 or 4).
+    corner_uvs : (F, k, 2) float UV per corner (NaN on padding), optional.
+    """
+    v = np.asarray(vertices_m, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {v.shape}")
+    if f.ndim != 2 or f.shape[1] not in (3, 4) or f.max() >= len(v) or (f[:, :3] < 0).any():
+        raise ValueError(f"faces must be (F, 3|4) 0-based indices into {len(v)} vertices")
+    buf = io.StringIO()
+    for line in header.splitlines():
+        buf.write(f"# {line}\n")
+    if mtl_file:
+        buf.write(f"mtllib {mtl_file}\n")
+    buf.write(f"o {name}\n")
+    _rows(buf, "v %.6f %.6f %.6f", v)
+    valid = f >= 0
+    if corner_uvs is not None:
+        uv = np.asarray(corner_uvs, dtype=np.float64)
+        if uv.shape != f.shape + (2,):
+            raise ValueError(f"corner_uvs must be {f.shape + (2,)}, got {uv.shape}")
+        uniq, inv = np.unique(np.round(uv[valid], 7), axis=0, return_inverse=True)
+        _rows(buf, "vt %.7f %.7f", uniq)
+        vt = np.full(f.shape, -1, dtype=np.int64)
+        vt[valid] = inv.ravel()
+    if mtl_file:
+        buf.write(f"usemtl {material}\n")
+    buf.write("s 1\n")
+    for k in (3, 4):
+        rows = valid.sum(1) == k
+        if not rows.any():
+            continue
+        fi = f[rows][:, :k] + 1
+        if corner_uvs is not None:
+            ti = vt[rows][:, :k] + 1
+            cols = np.stack([fi, ti], axis=2).reshape(len(fi), 2 * k)
+            fmt = "f " + " ".join(["%d/%d"] * k)
+        else:
+            cols = fi
+            fmt = "f " + " ".join(["%d"] * k)
+        _rows(buf, fmt, cols)
+    return buf.getvalue()
+
+
+def write_obj(
+    folder: str | os.PathLike[str],
+    vertices_m: np.ndarray,
+    faces: np.ndarray,
+    corner_uvs: np.ndarray | None,
+    texture: str | None = "texture.png",
+    stem: str = "face",
+    header: str = "",
+) -> tuple[Path, Path | None]:
+    """Write ``<stem>.obj`` (and ``<stem>.mtl`` naming ``texture``) into ``folder``."""
+    folder = Path(folder)
+    mtl = f"{stem}.mtl" if texture else None
+    text = format_obj(vertices_m, faces, corner_uvs, mtl_file=mtl, header=header)
+    obj_path = folder / f"{stem}.obj"
+    obj_path.write_text(text, encoding="utf-8")
+    mtl_path = None
+    if mtl:
+        mtl_path = folder / mtl
+        mtl_path.write_text(
+            "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 10\nillum 1\n"
+            f"map_Kd {texture}\n",
+            encoding="utf-8",
+        )
+    return obj_path, mtl_path

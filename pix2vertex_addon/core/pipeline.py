@@ -1,0 +1,249 @@
+"""Photo to registered, detailed face mesh: the whole method in one object (no ``bpy``).
+
+    pipeline = Pipeline()                        # loads the face model, networks, detector once
+    faces = pipeline.reconstruct(rgb)            # list of FaceReconstruction, largest face first
+    write_result(out_dir, rgb, faces[0], ...)    # core/results.py
+
+Stages per face: crop -> networks -> target mesh -> affine RANSAC -> non-rigid registration ->
+fine detail -> camera and head pose. Each stage is timed; ``progress(fraction, stage)`` is called
+between stages and ``cancel()`` (a callable or a ``threading.Event``) is checked there, raising
+:class:`Cancelled`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .camera import CropCamera, fit_pinhole, rigid_fit
+from .correspondence import canonical_coordinates, corr_to_mm_scale
+from .detect import DetectedFace, FaceDetector, square_window
+from .face_model import FaceModel, load_face_model
+
+__all__ = ["Cancelled", "FaceReconstruction", "Pipeline", "PipelineOptions", "subdivide_corner_uvs"]
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool] | threading.Event | None
+
+STAGES = ("detect", "crop", "networks", "target_mesh", "affine", "registration", "detail", "camera")
+
+
+class Cancelled(Exception):
+    """The caller's cancel flag was set; nothing was written."""
+
+
+class ReconstructionError(ValueError):
+    """The photo's face could not be reconstructed (the message says why)."""
+
+
+@dataclass
+class PipelineOptions:
+    """Per-call options (plain data, so that operators and the CLI can pass them through)."""
+
+    all_faces: bool = False
+    detail: bool = True
+    detail_levels: int = 1
+    detail_gain_mm: float = 5.0
+    ransac_iterations: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class FaceReconstruction:
+    """One reconstructed face.
+
+    Attributes (units: mm unless said; "label frame": docs/conventions.md)
+    ----------
+    face : DetectedFace (photo pixels).
+    crop : (R, R, 3) uint8, the network input.
+    maps : dict xyz (R, R, 3) mm, mask (R, R) float probability, corr (R, R, 3).
+    camera : CropCamera (focal, z_ref, crop box in the photo).
+    target : TargetMesh (label frame).
+    affine : (3, 4) template (model frame, mm) -> label frame.
+    vertices : (V, 3) registered template, label frame (template vertex order).
+    pose : (R (3, 3), t (3,)) with ``vertices ~ R @ model_mm + t``.
+    vertices_model : (V, 3) registered template with the head pose removed, model frame
+        (+x face-left, +y up, +z out of the face), mm.
+    detail : DetailResult or None (label frame; ``detail.displacement`` mm along normals).
+    seconds : {stage: seconds}.  warnings : list of str.
+    """
+
+    face: DetectedFace
+    crop: np.ndarray
+    maps: dict
+    camera: CropCamera
+    target: Any
+    affine: np.ndarray
+    vertices: np.ndarray
+    pose: tuple[np.ndarray, np.ndarray]
+    vertices_model: np.ndarray
+    detail: Any
+    registration: Any
+    seconds: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def to_model(self, points_label: np.ndarray) -> np.ndarray:
+        """Label-frame points (N, 3) -> model frame with the head pose removed (mm)."""
+        r, t = self.pose
+        return (np.asarray(points_label) - t) @ r
+
+
+def _cancelled(cancel: CancelFn) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def subdivide_corner_uvs(faces: np.ndarray, corner_uvs: np.ndarray, levels: int = 1) -> np.ndarray:
+    """Per-corner UVs of the quads of ``geometry.detail.subdivide_simple`` (same quad order):
+    quad k of polygon p is (corner k, mid(k, k+1), centre, mid(k-1, k))."""
+    f = np.asarray(faces)
+    uv = np.asarray(corner_uvs, dtype=np.float64)
+    for _ in range(levels):
+        n = (f >= 0).sum(1)
+        out = []
+        order = []
+        for size in (3, 4):
+            sel = np.flatnonzero(n == size)
+            if not sel.size:
+                continue
+            c = uv[sel, :size]
+            centre = c.mean(axis=1)
+            for k in range(size):
+                a, nxt, prv = c[:, k], c[:, (k + 1) % size], c[:, (k - 1) % size]
+                out.append(np.stack([a, (a + nxt) / 2, centre, (prv + a) / 2], axis=1))
+                order.append(np.stack([sel, np.full(len(sel), k)], axis=1))
+        o = np.concatenate(order)
+        uv = np.concatenate(out)[np.lexsort((o[:, 1], o[:, 0]))]
+        f = np.zeros((len(uv), 4), dtype=np.int64)  # quads from here on
+    return uv
+
+
+class Pipeline:
+    """Loads the face model, the networks and the detector once; reconstructs many photos.
+
+    Parameters
+    ----------
+    face_model : path or FaceModel, optional (default: ``P2V_FACE_MODEL`` / shared default).
+    weights_dir : folder of the network weights (default: the shipped ones).
+    threads : torch and solver threads.
+    detector, predictor : replacements for the MediaPipe detector and the networks (anything with
+        ``detect(rgb, all_faces)`` / ``resolution`` and ``predict(crop)``), e.g. in tests.
+    """
+
+    def __init__(self, face_model: str | FaceModel | None = None, weights_dir=None, threads: int = 2,
+                 detector: FaceDetector | None = None, predictor=None):
+        from .predict import get_predictor
+
+        self.model = face_model if isinstance(face_model, FaceModel) else load_face_model(face_model)
+        self.predictor = predictor if predictor is not None else get_predictor(weights_dir, threads)
+        self.detector = detector or FaceDetector()
+        t = self.model.template
+        self.template_mm = t.vertices_cm * 10.0
+        self.canon = canonical_coordinates(self.model).astype(np.float64)
+        self.corr_scale = corr_to_mm_scale(self.model)
+        self.faces = np.asarray(t.faces)
+        from .geometry import feature_damping, polygon_edges
+
+        self.edges = polygon_edges(self.faces)
+        self.damping = feature_damping(self.template_mm, t.landmarks_68)
+        self._lock = threading.Lock()
+
+    @property
+    def resolution(self) -> int:
+        return int(self.predictor.resolution)
+
+    def reconstruct(self, rgb: np.ndarray, options: PipelineOptions | None = None,
+                    progress: ProgressFn | None = None, cancel: CancelFn = None) -> list[FaceReconstruction]:
+        """Reconstruct the largest face of ``rgb`` ((H, W, 3) uint8), or every face with
+        ``options.all_faces``. Raises NoFaceError, ReconstructionError or Cancelled."""
+        opts = options or PipelineOptions()
+        report = progress or (lambda f, s: None)
+        report(0.0, "detect")
+        t0 = time.perf_counter()
+        faces = self.detector.detect(rgb, all_faces=opts.all_faces)
+        t_detect = time.perf_counter() - t0
+        out = []
+        for i, face in enumerate(faces):
+            def sub(frac: float, stage: str, i: int = i) -> None:
+                report((i + frac) / len(faces), stage)
+
+            rec = self.reconstruct_face(rgb, face, opts, sub, cancel)
+            rec.seconds = {"detect": t_detect / len(faces), **rec.seconds}
+            out.append(rec)
+        report(1.0, "done")
+        return out
+
+    def reconstruct_face(self, rgb: np.ndarray, face: DetectedFace, opts: PipelineOptions,
+                         progress: ProgressFn, cancel: CancelFn) -> FaceReconstruction:
+        from .geometry import apply_affine, build_target_mesh, detail_field, fit_affine_ransac, register
+
+        seconds: dict[str, float] = {}
+        warnings: list[str] = []
+        clock = [time.perf_counter()]
+        n_stages = len(STAGES) - 1
+
+        def stage_done(name: str, k: int) -> None:
+            now = time.perf_counter()
+            seconds[name] = now - clock[0]
+            clock[0] = now
+            if _cancelled(cancel):
+                raise Cancelled(f"cancelled after {name}")
+            progress(k / n_stages, STAGES[min(k + 1, n_stages)])
+
+        r = self.resolution
+        x0, y0, side = face.crop
+        crop, _, _, _ = square_window(rgb, x0 + side / 2, y0 + side / 2, side, r)
+        h, w = rgb.shape[:2]
+        if x0 < 0 or y0 < 0 or x0 + side > w or y0 + side > h:
+            warnings.append("the face crop extends past the image border (border pixels repeated)")
+        stage_done("crop", 1)
+
+        with self._lock:
+            maps = self.predictor.predict(crop)
+        stage_done("networks", 2)
+
+        mask = maps["mask"] >= 0.5
+        if mask.sum() < 0.02 * r * r:
+            raise ReconstructionError(
+                f"the networks found almost no face in the crop ({int(mask.sum())} pixels); "
+                "is the face visible and well lit?")
+        target = build_target_mesh(maps["xyz"], mask, maps["corr"], image=crop)
+        stage_done("target_mesh", 3)
+
+        affine, _, info = fit_affine_ransac(self.template_mm, self.canon, target,
+                                            iterations=opts.ransac_iterations, seed=opts.seed,
+                                            corr_scale_mm=self.corr_scale)
+        if info["n_inliers"] < 50:
+            warnings.append(f"only {info['n_inliers']} affine inliers: the correspondence map is poor")
+        stage_done("affine", 4)
+
+        reg = register(apply_affine(affine, self.template_mm), self.faces, self.canon, target,
+                       corr_scale_mm=self.corr_scale)
+        stage_done("registration", 5)
+
+        detail = None
+        if opts.detail:
+            detail = detail_field(reg.vertices, self.faces, target, levels=opts.detail_levels,
+                                  gain_mm=opts.detail_gain_mm, damping=self.damping, edges=self.edges)
+        stage_done("detail", 6)
+
+        focal, z_ref, rms = fit_pinhole(maps["xyz"], mask)
+        if rms > 2.0:
+            warnings.append(f"the predicted geometry fits a pinhole camera poorly (rms {rms:.1f} px)")
+        camera = CropCamera(focal=focal, z_ref=z_ref, resolution=r, box=(x0, y0, side))
+        rot, t = rigid_fit(self.template_mm, reg.vertices)
+        vertices_model = (reg.vertices - t) @ rot
+        stage_done("camera", 7)
+        return FaceReconstruction(
+            face=face, crop=crop, maps=maps, camera=camera, target=target, affine=affine,
+            vertices=reg.vertices, pose=(rot, t), vertices_model=vertices_model, detail=detail,
+            registration=reg, seconds=seconds, warnings=warnings,
+        )
