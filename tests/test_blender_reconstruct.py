@@ -272,3 +272,64 @@ def test_batch_over_a_folder_with_a_bad_file(empty_scene, oracle, sample, tmp_pa
     assert "1 failed" in s.status
     after = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.images), len(bpy.data.materials))
     assert after == before, "the scene is unchanged by a batch"
+
+
+class _Layout:
+    """Records what a panel draws (the bpy module cannot draw the interface in background mode)."""
+
+    def __init__(self, log):
+        self.log = log
+        self.alert = self.active = False
+        self.scale_y = 1.0
+
+    def _child(self, *a, **k):
+        return _Layout(self.log)
+
+    column = row = box = _child
+
+    def prop(self, data, name, **k):
+        self.log.append(("prop", data, name))
+
+    def operator(self, idname, **k):
+        self.log.append(("operator", idname))
+
+    def label(self, **k):
+        self.log.append(("label", k.get("text", "")))
+
+    def template_ID(self, data, name, **k):
+        self.log.append(("prop", data, name))
+
+    def template_icon(self, **k):
+        self.log.append(("icon", k["icon_value"]))
+
+    def progress(self, **k):
+        self.log.append(("progress", k.get("factor")))
+
+    def separator(self, **k):
+        pass
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_panels_draw_existing_properties_and_operators(scene_with_template, running):
+    import bpy
+
+    s = scene_with_template.p2v
+    s.running = running
+    for panel in (bpy.types.VIEW3D_PT_p2v_reconstruct, bpy.types.VIEW3D_PT_p2v_batch):
+        log = []
+        panel.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
+        for kind, *rest in log:
+            if kind == "prop":
+                data, name = rest
+                assert name in data.bl_rna.properties, name
+            elif kind == "operator":
+                mod, op = rest[0].split(".")
+                assert hasattr(getattr(bpy.ops, mod), op), rest[0]
+        ops = {r[0] for k, *r in log if k == "operator"}
+        if panel is bpy.types.VIEW3D_PT_p2v_reconstruct:
+            assert ("p2v.cancel" in ops) == running and ("p2v.reconstruct" in ops) != running
+            assert "p2v.apply_detail" in ops
+            assert any(k == "progress" for k, *_ in log) == running
+        else:
+            assert "p2v.batch_reconstruct" in ops
+    s.running = False

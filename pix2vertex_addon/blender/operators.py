@@ -190,6 +190,8 @@ class _ModalJob:
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
             self._job.cancel()
+            context.scene.p2v.status = "Cancelling..."
+            return {"RUNNING_MODAL"}  # Esc is ours while the job runs
         if event.type == "TIMER":
             self._tick(context)
             if self._job.done:
