@@ -208,21 +208,27 @@ class FaceModel:
                 basis = self.identity_basis[: w.size, s]
                 v = v + np.tensordot(w, basis, axes=1)
         if expression is not None:
-            if isinstance(expression, dict):
-                w = np.zeros(N_EXPRESSION)
-                for k, val in expression.items():
-                    try:
-                        w[self.expression_names.index(k)] = val
-                    except ValueError:
-                        raise KeyError(f"unknown expression {k!r}") from None
-            else:
-                w = np.asarray(expression, dtype=np.float64).ravel()
-            if w.size > N_EXPRESSION:
-                raise ValueError(f"expression has {w.size} weights, the model has {N_EXPRESSION}")
+            w = self.expression_weights(expression)
             nz = np.flatnonzero(w)
             if nz.size:
                 v = v + np.tensordot(w[nz], self.expression_basis[nz, s], axes=1)
         return v
+
+    def expression_weights(self, expression: np.ndarray | dict[str, float]) -> np.ndarray:
+        """(53,) float64 weights from an array (missing trailing weights are 0) or {name: weight}."""
+        w = np.zeros(N_EXPRESSION)
+        if isinstance(expression, dict):
+            for k, val in expression.items():
+                try:
+                    w[self.expression_names.index(k)] = float(val)
+                except ValueError:
+                    raise KeyError(f"unknown expression {k!r}; see FaceModel.expression_names") from None
+        else:
+            e = np.asarray(expression, dtype=np.float64).ravel()
+            if e.size > N_EXPRESSION:
+                raise ValueError(f"expression has {e.size} weights, the model has {N_EXPRESSION}")
+            w[: e.size] = e
+        return w
 
     # -- template ----------------------------------------------------------------------------
     @property

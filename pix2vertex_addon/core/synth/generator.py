@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 
 from ..correspondence import MODEL_TO_CAMERA
 from ..crop import crop_box_from_landmarks
-from ..face_model import N_EXPRESSION, N_IDENTITY, FaceModel, load_face_model
+from ..face_model import N_IDENTITY, FaceModel, load_face_model
 from . import appearance as A
 from .hair import hair_layer
 from .mesh import SCLERA, RenderMesh, render_mesh
@@ -35,20 +35,6 @@ CROP_SHIFT_JITTER = 0.03  # crop centre within +- 0.03 side of the convention's 
 MIN_RESOLUTION = 16
 
 
-def _expression_vector(model: FaceModel, expression) -> np.ndarray:
-    w = np.zeros(N_EXPRESSION)
-    if isinstance(expression, dict):
-        for k, val in expression.items():
-            try:
-                w[model.expression_names.index(k)] = float(val)
-            except ValueError:
-                raise KeyError(f"unknown expression {k!r}; see FaceModel.expression_names") from None
-    else:
-        e = np.asarray(expression, dtype=np.float64).ravel()
-        if e.size > N_EXPRESSION:
-            raise ValueError(f"expression has {e.size} weights, the model has {N_EXPRESSION}")
-        w[: e.size] = e
-    return w
 
 
 def _shape_cm(model: FaceModel, rm: RenderMesh, w_id: np.ndarray, w_ex: np.ndarray) -> np.ndarray:
@@ -249,7 +235,7 @@ def generate_sample(
             raise ValueError(f"identity has {w_id.size} weights, the model has {N_IDENTITY}")
     ex_rng = rng_for(seed, "expression")
     ex = sample_expression(ex_rng) if expression is None else expression
-    w_ex = _expression_vector(model, ex)
+    w_ex = model.expression_weights(ex)
     V_cm = _shape_cm(model, rm, w_id, w_ex)
 
     # -- pose and camera ----------------------------------------------------------------------
