@@ -158,3 +158,17 @@ def test_output_names_are_unique():
 
     names = output_names([Path("a/x.jpg"), Path("b/x.jpg"), Path("c/x.png"), Path("d/x.jpg")])
     assert len(set(names)) == 4 and names[0] == "x"
+
+
+def test_subdivided_corner_uvs(face_model):
+    from pix2vertex_addon.core.pipeline import subdivide_corner_uvs
+
+    t = face_model.template
+    valid = t.faces >= 0
+    uv = subdivide_corner_uvs(t.faces, t.uvs)
+    assert uv.shape == (valid.sum(), 4, 2)
+    # quad k of polygon p starts at p's corner k and meets the others at p's UV centre
+    np.testing.assert_allclose(uv[:, 0], t.uvs[valid], atol=1e-6)
+    centres = np.repeat(np.nanmean(np.where(valid[..., None], t.uvs, np.nan), axis=1), valid.sum(1), axis=0)
+    np.testing.assert_allclose(uv[:, 2], centres, atol=1e-6)
+    assert subdivide_corner_uvs(t.faces, t.uvs, 2).shape == (4 * valid.sum(), 4, 2)

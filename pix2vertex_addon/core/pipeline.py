@@ -102,28 +102,22 @@ def _cancelled(cancel: CancelFn) -> bool:
 
 
 def subdivide_corner_uvs(faces: np.ndarray, corner_uvs: np.ndarray, levels: int = 1) -> np.ndarray:
-    """Per-corner UVs of the quads of ``geometry.detail.subdivide_simple`` (same quad order):
-    quad k of polygon p is (corner k, mid(k, k+1), centre, mid(k-1, k))."""
+    """Per-corner UVs (Q, 4, 2) of the quads of ``geometry.detail.subdivide_simple`` (same quad
+    order), for polygons ``faces`` (F, 4, -1 padded) with UVs ``corner_uvs`` (F, 4, 2).
+
+    Every polygon corner is made a vertex of its own, so the Simple subdivision of that
+    "corner mesh" interpolates UVs inside each polygon and never across a UV seam."""
+    from .geometry import subdivide_simple
+
     f = np.asarray(faces)
-    uv = np.asarray(corner_uvs, dtype=np.float64)
+    valid = f >= 0
+    ids = np.full(f.shape, -1, dtype=np.int64)
+    ids[valid] = np.arange(int(valid.sum()))
+    values = np.asarray(corner_uvs, dtype=np.float64)[valid]
     for _ in range(levels):
-        n = (f >= 0).sum(1)
-        out = []
-        order = []
-        for size in (3, 4):
-            sel = np.flatnonzero(n == size)
-            if not sel.size:
-                continue
-            c = uv[sel, :size]
-            centre = c.mean(axis=1)
-            for k in range(size):
-                a, nxt, prv = c[:, k], c[:, (k + 1) % size], c[:, (k - 1) % size]
-                out.append(np.stack([a, (a + nxt) / 2, centre, (prv + a) / 2], axis=1))
-                order.append(np.stack([sel, np.full(len(sel), k)], axis=1))
-        o = np.concatenate(order)
-        uv = np.concatenate(out)[np.lexsort((o[:, 1], o[:, 0]))]
-        f = np.zeros((len(uv), 4), dtype=np.int64)  # quads from here on
-    return uv
+        s, ids = subdivide_simple(len(values), ids)
+        values = s @ values
+    return values[ids]
 
 
 class Pipeline:
