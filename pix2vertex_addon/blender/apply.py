@@ -119,7 +119,7 @@ def set_detail(obj: bpy.types.Object, rec, template, name: str, enabled: bool, s
     from ..core.projection import bake_vertex_field
 
     d = rec.detail
-    uv = subdivide_corner_uvs(template.faces, template.uvs, 1)
+    uv = subdivide_corner_uvs(template.faces, template.uvs, rec.detail_levels)
     field = bake_vertex_field(d.displacement, d.faces, uv, size=DETAIL_TEXTURE_SIZE)
     rng = float(max(np.abs(d.displacement).max(), 1e-6))
     rgba = np.ones(field.shape + (4,), dtype=np.float32)
@@ -132,7 +132,7 @@ def set_detail(obj: bpy.types.Object, rec, template, name: str, enabled: bool, s
     obj[RANGE_PROP] = rng
     sub = obj.modifiers.get(SUBDIV_MOD) or obj.modifiers.new(SUBDIV_MOD, "SUBSURF")
     sub.subdivision_type = "SIMPLE"
-    sub.levels = sub.render_levels = 1
+    sub.levels = sub.render_levels = rec.detail_levels
     sub.uv_smooth = "NONE"
     disp = obj.modifiers.get(DISPLACE_MOD) or obj.modifiers.new(DISPLACE_MOD, "DISPLACE")
     disp.texture = tex

@@ -70,6 +70,7 @@ class FaceReconstruction:
     vertices_model : (V, 3) registered template with the head pose removed, model frame
         (+x face-left, +y up, +z out of the face), mm.
     detail : DetailResult or None (label frame; ``detail.displacement`` mm along normals).
+    detail_levels : Simple subdivision levels of ``detail``.
     seconds : {stage: seconds}.  warnings : list of str.
     """
 
@@ -84,6 +85,7 @@ class FaceReconstruction:
     vertices_model: np.ndarray
     detail: Any
     registration: Any
+    detail_levels: int = 1
     seconds: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
@@ -239,5 +241,5 @@ class Pipeline:
         return FaceReconstruction(
             face=face, crop=crop, maps=maps, camera=camera, target=target, affine=affine,
             vertices=reg.vertices, pose=(rot, t), vertices_model=vertices_model, detail=detail,
-            registration=reg, seconds=seconds, warnings=warnings,
+            registration=reg, detail_levels=opts.detail_levels, seconds=seconds, warnings=warnings,
         )

@@ -59,8 +59,7 @@ def detailed_mesh(rec: FaceReconstruction, template_faces: np.ndarray, template_
     """(vertices label frame mm, quads, corner UVs) of the subdivided, displaced template."""
     d = rec.detail
     v = d.vertices + strength * d.displacement[:, None] * d.normals
-    levels = int(round(np.log(len(d.faces) / len(template_faces)) / np.log(4))) if len(d.faces) else 1
-    uv = subdivide_corner_uvs(template_faces, template_uvs, max(levels, 1))
+    uv = subdivide_corner_uvs(template_faces, template_uvs, rec.detail_levels)
     return v, d.faces, uv
 
 
