@@ -133,10 +133,8 @@ def test_summarize_and_iou():
     assert mask_iou(a, b) == pytest.approx(4 / 12)
 
 
-def test_predictor_roundtrip(tmp_path):
+def _tiny_weights(tmp_path):
     from safetensors.torch import save_file
-
-    from pix2vertex_addon.core.predict import Predictor
 
     torch.manual_seed(0)
     arch = {"resolution": 32, "ngf": 8, "max_channels": 16, "num_downs": None, "norm": "batch"}
@@ -151,7 +149,14 @@ def test_predictor_roundtrip(tmp_path):
     (tmp_path / "config.json").write_text(
         json.dumps({"architecture": arch, "files": files, "xyz_scale_mm": 100.0})
     )
-    p = Predictor(tmp_path, threads=1)
+    return nets
+
+
+def test_predictor_roundtrip(tmp_path):
+    from pix2vertex_addon.core.predict import Predictor
+
+    nets = _tiny_weights(tmp_path)
+    p = Predictor(tmp_path, threads=1, flip_average=False)
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = p.predict(img)
     assert (
@@ -170,6 +175,44 @@ def test_predictor_roundtrip(tmp_path):
     assert p.predict(big)["xyz"].shape == (32, 32, 3)  # resized to the network resolution
     with pytest.raises(ValueError, match="uint8"):
         p.predict(img.astype(np.float32))
+
+
+def test_predictor_flip_average(tmp_path):
+    """The default averages each prediction with that of the mirrored crop, mapped back:
+    xyz x -> -x and correspondence u -> 1 - u. So mirroring the crop mirrors the result."""
+    from pix2vertex_addon.core.predict import Predictor
+
+    nets = _tiny_weights(tmp_path)
+    p = Predictor(tmp_path, threads=1)
+    assert p.flip_average
+    img = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = p.predict(img)
+    # independent reference: both passes through the fp16-rounded networks, averaged by hand
+    with torch.inference_mode():
+        x, xf = image_to_tensor(img), image_to_tensor(np.ascontiguousarray(img[:, ::-1]))
+        g = nets["geometry"].half().float()(x)[0].numpy()
+        gf = nets["geometry"](xf)[0].numpy()[:, :, ::-1].copy()
+        c = nets["correspondence"].half().float()(x)[0].numpy()
+        cf = nets["correspondence"](xf)[0].numpy()[:, :, ::-1].copy()
+    gf[0] *= -1
+    cf[0] = 1 - cf[0]
+    g, c = (g + gf) / 2, (c + cf) / 2
+    keep = out["mask"] >= 0.5
+    np.testing.assert_allclose(out["mask"], 1 / (1 + np.exp(-g[3])), atol=1e-4)
+    np.testing.assert_allclose(out["xyz"][keep], (g[:3].transpose(1, 2, 0) * 100)[keep], atol=1e-2)
+    np.testing.assert_allclose(out["corr"][keep], np.clip(c.transpose(1, 2, 0), 0, 1)[keep], atol=1e-4)
+    # equivariance: the mirrored crop gives the mirrored maps
+    mir = p.predict(np.ascontiguousarray(img[:, ::-1]))
+    # (tolerances far below the maps' own variation: a random tiny network varies ~1e-4 in mask)
+    assert out["mask"].std() > 2e-5
+    np.testing.assert_allclose(mir["mask"], out["mask"][:, ::-1], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(mir["xyz"][..., 0], -out["xyz"][:, ::-1, 0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(mir["xyz"][..., 1:], out["xyz"][:, ::-1, 1:], rtol=0, atol=1e-4)
+    k = keep[:, ::-1]
+    np.testing.assert_allclose(mir["corr"][k, 0], 1 - out["corr"][:, ::-1][k, 0], rtol=0, atol=2e-6)
+    # and it differs from the single pass
+    single = Predictor(tmp_path, threads=1, flip_average=False).predict(img)
+    assert np.abs(single["mask"] - out["mask"]).max() > 1e-4
 
 
 def test_predictor_missing_weights_says_how_to_fix(tmp_path):

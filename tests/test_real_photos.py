@@ -48,12 +48,13 @@ def test_networks_see_a_face(results, name, face_model):
     assert 0.15 < m.mean() < 0.8, "the face is segmented: neither empty nor the whole crop"
     # the detector's brow and nose-bridge landmarks (mapped into the crop) lie on the predicted
     # face (eye and inner-lip points fall in the template's eye and mouth openings, outside the
-    # mask; the current networks also leave a hole at Grace Hopper's nostrils, MODEL_CARD.md)
+    # mask)
     x0, y0, side = rec.face.crop
     lm = (rec.face.landmarks_68 - (x0, y0)) * (r / side)
     ij = np.clip(lm.astype(int), 0, r - 1)
     inside = m[ij[:, 1], ij[:, 0]]
     assert inside[17:31].mean() > 0.9, "brows and nose bridge are on the face mask"
+    assert inside[31:36].all(), "no hole at the nostrils"
     # the nose comes forward: the nose tip is nearer the camera than both cheeks
     z = rec.maps["xyz"][..., 2]
     cheeks = (0.4 * lm[30] + 0.6 * lm[[3, 13]]).astype(int)

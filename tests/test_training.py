@@ -69,6 +69,35 @@ def test_one_iteration_resume_export_predict_evaluate(tmp_path):
     assert cfg["sha256"]["geometry"] in card and "| mask IoU |" in card
 
 
+def test_init_from_exported_weights_and_time_limit(tmp_path):
+    """GPU chunks: a run starts from exported fp16 weights (no optimiser state travels) and stops
+    itself, checkpointed and validated, when --max-minutes is reached."""
+    from pix2vertex_addon.training.export import export
+
+    train(_opts(tmp_path, iters=3), progress=False)
+    export(tmp_path / "smoke", tmp_path / "w")
+    src = torch.load(tmp_path / "smoke" / "latest.pt", weights_only=True)["nets"]["geometry"]
+
+    res = train(
+        _opts(tmp_path, name="next", seed=1, iters=10_000, val_every=10_000, max_minutes=1e-9, init_weights=str(tmp_path / "w")),
+        progress=False,
+    )
+    assert res["iter"] == 1 and np.isfinite(res["depth_mean_pct"])  # stopped after one step, validated
+    ck = torch.load(tmp_path / "next" / "latest.pt", weights_only=True)
+    assert ck["iter"] == 1
+    # another seed, one Adam step from the exported weights: close to them (fp16 rounding, lr 2e-4);
+    # a fresh start with that seed is far from them
+    key = next(k for k in src if k.endswith("weight") and src[k].dim() == 4)
+    w_src, w_new = src[key], ck["nets"]["geometry"][key]
+    fresh = train(_opts(tmp_path, name="fresh", seed=1, iters=1), progress=False)
+    w_fresh = torch.load(tmp_path / "fresh" / "latest.pt", weights_only=True)["nets"]["geometry"][key]
+    assert fresh["iter"] == 1
+    assert (w_new - w_src).abs().max() < 1e-2 < (w_fresh - w_src).abs().max()
+
+    with pytest.raises(ValueError, match="another architecture"):
+        train(_opts(tmp_path, name="bad", max_channels=8, init_weights=str(tmp_path / "w")), progress=False)
+
+
 def test_resume_without_checkpoint_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(_opts(tmp_path), resume=True, progress=False)

@@ -55,9 +55,15 @@ class Predictor:
         ``torch.set_num_threads`` for inference (set explicitly; the default 2 suits a laptop).
     device : str
         'cpu' (default) or a torch device string.
+    flip_average : bool
+        Also run both networks on the mirrored crop and average the two predictions, mapped back
+        (x -> -x for xyz, u -> 1 - u for the correspondence; the template is mirror-symmetric and
+        the crop's principal point is its centre, so both maps are exact). On the 500 held-out
+        test images it lowered the mean depth error by 5 % and the correspondence median by 7 %
+        (MODEL_CARD.md), for twice the network time (about 0.06 s per crop on 2 cores); default on.
     """
 
-    def __init__(self, weights_dir=None, threads: int = 2, device: str = "cpu"):
+    def __init__(self, weights_dir=None, threads: int = 2, device: str = "cpu", flip_average: bool = True):
         import torch
         from safetensors.torch import load_file
 
@@ -66,6 +72,7 @@ class Predictor:
         self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
         self.config = load_config(self.weights_dir)
         self.threads = int(threads)
+        self.flip_average = bool(flip_average)
         self.device = torch.device(device)
         torch.set_num_threads(self.threads)
         a = self.config["architecture"]
@@ -122,10 +129,19 @@ class Predictor:
         from .nets import image_to_tensor
 
         x = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
+        b = len(x)
+        if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
+            x = torch.cat([x, torch.flip(x, dims=[3])])
         with self._lock, torch.inference_mode():
             torch.set_num_threads(self.threads)
-            g = self.nets["geometry"](x).float().cpu().numpy()
-            c = self.nets["correspondence"](x).float().cpu().numpy()
+            g = self.nets["geometry"](x).float()
+            c = self.nets["correspondence"](x).float()
+            if self.flip_average:
+                gf, cf = torch.flip(g[b:], dims=[3]), torch.flip(c[b:], dims=[3])
+                gf[:, 0].neg_()  # x right -> left
+                cf[:, 0].mul_(-1.0).add_(1.0)  # canonical u -> 1 - u
+                g, c = (g[:b] + gf) * 0.5, (c[:b] + cf) * 0.5
+            g, c = g.cpu().numpy(), c.cpu().numpy()
         out = []
         for k in range(len(g)):
             mask = 1.0 / (1.0 + np.exp(-g[k, 3]))
@@ -146,10 +162,14 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_predictor(weights_dir=None, threads: int = 2) -> Predictor:
-    """A process-wide :class:`Predictor` per (weights folder, threads), built on first use."""
-    key = (str(Path(weights_dir).resolve()) if weights_dir else str(default_weights_dir()), int(threads))
+def get_predictor(weights_dir=None, threads: int = 2, flip_average: bool = True) -> Predictor:
+    """A process-wide :class:`Predictor` per (weights folder, threads, flip_average), built on first use."""
+    key = (
+        str(Path(weights_dir).resolve()) if weights_dir else str(default_weights_dir()),
+        int(threads),
+        bool(flip_average),
+    )
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Predictor(weights_dir, threads)
+            _CACHE[key] = Predictor(weights_dir, threads, flip_average=flip_average)
         return _CACHE[key]

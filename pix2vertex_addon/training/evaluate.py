@@ -115,6 +115,7 @@ def evaluate(
         "corr_median_mm": float(np.nanmean(per["c_median"])),
         "mask_iou": float(np.mean(per["iou"])),
         "net_seconds_per_image": t_net / max(1, len(per["iou"])),
+        "flip_average": bool(getattr(predictor, "flip_average", False)),
         "data": data,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -154,7 +155,12 @@ def report_markdown(res: dict, config: dict | None = None) -> str:
         f"| correspondence median error (mm) | {res['corr_median_mm']:.2f} | <= 2.0 | {ok(g['corr_median_mm'])} |",
         f"| mask IoU | {res['mask_iou']:.3f} | >= 0.95 | {ok(g['mask_iou'])} |",
         "",
-        f"Network time {res['net_seconds_per_image'] * 1000:.0f} ms per image (both networks, batched).",
+        f"Network time {res['net_seconds_per_image'] * 1000:.0f} ms per image (both networks, batched); "
+        + (
+            "predictions averaged with those of the mirrored crop (the Predictor's default)."
+            if res.get("flip_average")
+            else "single pass, no mirrored-crop averaging (--no-flip)."
+        ),
     ]
     if config:
         lines += [
@@ -197,13 +203,13 @@ def error_sheet(shows):
 class _CheckpointPredictor:
     """A Predictor built from a run folder's checkpoint via a temporary fp16 export."""
 
-    def __new__(cls, run: str, ckpt: str, threads: int):
+    def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True):
         from ..core.predict import Predictor
         from .export import export
 
         d = tempfile.mkdtemp(prefix="p2v_eval_")
         export(run, d, ckpt)
-        return Predictor(d, threads)
+        return Predictor(d, threads, flip_average=flip_average)
 
 
 def main(argv=None) -> int:
@@ -218,10 +224,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=500, help="number of test images (the report needs >= 500)")
     ap.add_argument("--out", required=True, help="output folder for report.md, metrics.json, error_maps.png")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--no-flip", action="store_true", help="single pass: no averaging with the mirrored crop"
+    )
     a = ap.parse_args(argv)
     from ..core.predict import Predictor
 
-    pred = Predictor(a.weights, a.threads) if a.weights else _CheckpointPredictor(a.run, a.ckpt, a.threads)
+    flip = not a.no_flip
+    pred = (
+        Predictor(a.weights, a.threads, flip_average=flip)
+        if a.weights
+        else _CheckpointPredictor(a.run, a.ckpt, a.threads, flip)
+    )
     res = evaluate(pred, a.data, a.n, a.out)
     print(json.dumps(res, indent=2))
     return 0

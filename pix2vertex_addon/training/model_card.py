@@ -17,13 +17,23 @@ from pathlib import Path
 from .evaluate import GOALS
 from .export import sha256
 
+REPO = Path(__file__).resolve().parents[2]
 
-def _val_curve(run_dir: Path, every: int = 1) -> list[dict]:
-    p = run_dir / "log.jsonl"
-    if not p.exists():
-        return []
-    vals = [json.loads(line) for line in p.read_text().splitlines() if '"val"' in line]
-    return vals[::every]
+
+def _val_curve(logs: list[Path]) -> list[dict]:
+    """Validation events of one run, or of chained runs (each started from the previous one's
+    export), with the iterations counted on across the chain."""
+    out, offset = [], 0
+    for p in logs:
+        if not p.exists():
+            continue
+        events = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for e in events:
+            if e.get("event") == "val":
+                out.append({**e, "iter": e["iter"] + offset})
+        ends = [e["iter"] for e in events if e.get("event") == "end"]
+        offset += ends[-1] if ends else 0
+    return out
 
 
 def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "") -> str:
@@ -32,8 +42,12 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
     res = json.loads((Path(eval_dir) / "metrics.json").read_text())
     a, src = cfg["architecture"], cfg["source"]
     run_dir = Path(src["run"])
-    opts = json.loads((run_dir / "opts.json").read_text()) if (run_dir / "opts.json").exists() else {}
-    curve = _val_curve(run_dir)
+    if "options" in src:  # chained runs (GPU chunks): options and logs recorded in config.json
+        opts, logs = dict(src["options"]), [REPO / f for f in src.get("logs", [])]
+    else:
+        opts = json.loads((run_dir / "opts.json").read_text()) if (run_dir / "opts.json").exists() else {}
+        logs = [run_dir / "log.jsonl"]
+    curve = _val_curve(logs)
     ok = lambda b: "**met**" if b else "not met"  # noqa: E731
     g = res["goals_met"]
     L = [
@@ -60,9 +74,11 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "",
         "## Training",
         f"- run `{run_dir}`, checkpoint `{src['checkpoint']}` at iteration **{src['iter']}**, "
-        f"training time **{src['train_time_s'] / 3600:.2f} h**",
-        f"- hardware: {hardware}",
+        f"training time **{src['train_time_s'] / 3600:.2f} h** ({src['train_time_s'] / 60:.1f} min)",
+        f"- hardware: {src.get('hardware', hardware)}",
     ]
+    for ch in src.get("chunks", []):
+        L.append(f"  - chunk {ch['chunk']}: from {ch['init']}, {ch['iters']} iterations, {ch['train_s'] / 60:.1f} min")
     if opts:
         L.append(
             f"- Adam lr {opts['lr']} (beta1 {opts['beta1']}), batch {opts['batch_size']} "
@@ -70,10 +86,16 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
             f"{opts.get('pool_size')}), losses: {opts['w_xyz']} x L1(xyz) + {opts['w_normals']} x L1(normals) + "
             f"{opts['w_mask']} x BCE(mask); {opts['w_corr']} x L1(correspondence); seed {opts['seed']}"
         )
-        L.append(
-            f"- options: `{run_dir / 'opts.json'}`; command: `python -m pix2vertex_addon.training.train "
-            f"--name {opts['name']} --resume`"
-        )
+        if "lr_schedule" in opts:
+            L.append(f"- learning rate: {opts['lr_schedule']}")
+        if "commands" in src:
+            L.append("- commands (`python -m pix2vertex_addon.training.train ...`, on the GPU machine):")
+            L += [f"  - `{c}`" for c in src["commands"]]
+        else:
+            L.append(
+                f"- options: `{run_dir / 'opts.json'}`; command: `python -m pix2vertex_addon.training.train "
+                f"--name {opts['name']} --resume`"
+            )
     if curve:
         L += [
             "",
@@ -110,8 +132,8 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         f"({ok(g['corr_median_mm'])}) |",
         f"| mask IoU | {res['mask_iou']:.3f} | >= {GOALS['mask_iou']} ({ok(g['mask_iou'])}) |",
         "",
-        "The goals follow the paper's Table 1 figures for its full-width 256 px network trained on a GPU; "
-        "this network is 128 px, narrower, and trained on a small CPU (docs/networks.md).",
+        "The goals follow the paper's Table 1 figures for its full-width 256 px network; this network is "
+        f"{a['resolution']} px and narrower (docs/networks.md).",
         "",
         f"**Status:** {status}",
         "",
@@ -119,7 +141,7 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "Real photos: docs/real_photos_networks.png.",
     ]
     if notes:
-        L += ["", notes]
+        L += ["", notes.rstrip()]
     L += ["", "## Files", "", "| file | size (MiB) | sha256 |", "|---|---|---|"]
     for name, fn in cfg["files"].items():
         digest = sha256(weights_dir / fn)
@@ -138,9 +160,17 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", required=True, help="output folder of training.evaluate (metrics.json)")
     ap.add_argument("--hardware", default="2-core x86_64 VM CPU (no GPU), torch CPU, shared with other jobs")
     ap.add_argument("--status", default="see the table: goals met or not")
-    ap.add_argument("--notes", default="")
+    ap.add_argument("--notes", default="", help="markdown appended after the evaluation")
+    ap.add_argument(
+        "--notes-file",
+        default=str(REPO / "docs" / "model_card_notes.md"),
+        help="markdown file appended after the evaluation (default docs/model_card_notes.md, if present)",
+    )
     a = ap.parse_args(argv)
-    write_card(a.weights, a.eval, a.hardware, a.status, a.notes)
+    notes = a.notes
+    if a.notes_file and Path(a.notes_file).exists():
+        notes = (notes + "\n\n" if notes else "") + Path(a.notes_file).read_text()
+    write_card(a.weights, a.eval, a.hardware, a.status, notes)
     print(Path(a.weights) / "MODEL_CARD.md")
     return 0
 

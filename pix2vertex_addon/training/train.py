@@ -2,6 +2,8 @@
 
     python -m pix2vertex_addon.training.train --name r128 [--resolution 128 --ngf 32 --max-channels 192]
     python -m pix2vertex_addon.training.train --name r128 --resume          # continue the last checkpoint
+    python -m pix2vertex_addon.training.train --name g --init-weights pix2vertex_addon/weights \
+        --max-minutes 8     # start from exported weights; stop (checkpointed) after 8 minutes
 
 Each run lives in ``--runs-dir/NAME`` (default /work/p2v_runs): ``opts.json`` (the resolved
 options), ``latest.pt`` (checkpoint, written every ``--ckpt-minutes`` and at the end, atomically),
@@ -69,6 +71,8 @@ class TrainOptions:
     val_every: int = 500
     log_every: int = 50
     ckpt_minutes: float = 5.0
+    max_minutes: float = 0.0  # >0: stop after this much wall time (checkpointed), e.g. for GPU chunks
+    init_weights: str = ""  # exported weights folder (config.json + safetensors) to start from
     seed: int = 0
     threads: int = 2
     device: str = "auto"
@@ -207,10 +211,34 @@ class ReplayPool:
         return out
 
 
+def load_exported(nets: dict, opts: TrainOptions, weights_dir) -> None:
+    """Initialise ``nets`` from an exported weights folder (fp16 safetensors, as shipped)."""
+    from safetensors.torch import load_file
+
+    weights_dir = Path(weights_dir)
+    cfg = json.loads((weights_dir / "config.json").read_text())
+    arch = cfg["architecture"]
+    mine = opts.net_kwargs()
+    diff = {k: (arch.get(k), v) for k, v in mine.items() if arch.get(k) != v}
+    if diff:
+        raise ValueError(f"{weights_dir} was trained with another architecture: {diff} (theirs, ours)")
+    for n, net in nets.items():
+        sd = {k: v.float() for k, v in load_file(str(weights_dir / cfg["files"][n])).items()}
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(f"{weights_dir} does not match the {n} network ({missing[:3]}, {unexpected[:3]})")
+
+
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> dict:
     """Run (or continue) training; returns the last validation metrics."""
+    t_start = time.time()
     torch.set_num_threads(opts.threads)
     device = pick_device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     run_dir = Path(opts.runs_dir) / opts.name
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(opts.seed)
@@ -231,6 +259,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
                 pg["lr"] = opts.lr
         start, best, elapsed0 = int(ck["iter"]), float(ck["best"]), float(ck.get("elapsed_s", 0.0))
         torch.set_rng_state(ck["torch_rng"])
+    elif opts.init_weights:
+        load_exported(nets, opts, opts.init_weights)
     (run_dir / "opts.json").write_text(json.dumps(asdict(opts), indent=2))
     log = open(run_dir / "log.jsonl", "a")
 
@@ -268,6 +298,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
         drop_last=True,
         persistent_workers=False,
         prefetch_factor=4 if opts.workers else None,
+        pin_memory=device.type == "cuda",
     )
     val_batches = None  # generated lazily at the first validation
     corr_scale = corr_scale_for(val_src)
@@ -335,6 +366,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
             running[k] = running.get(k, 0.0) + v
         running["n"] = running.get("n", 0) + 1
         bar.update(1)
+        out_of_time = opts.max_minutes > 0 and time.time() - t_start > opts.max_minutes * 60
         if it % opts.log_every == 0 or it == opts.iters:
             avg = {k: v / running["n"] for k, v in running.items() if k != "n"}
             bar.set_postfix({k: f"{v:.4f}" for k, v in avg.items()})
@@ -342,7 +374,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
                 {"event": "train", "iter": it, "elapsed_s": round(elapsed0 + time.time() - t0, 1), **avg}
             )
             running = {}
-        if it % opts.val_every == 0 or it == opts.iters:
+        if it % opts.val_every == 0 or it == opts.iters or out_of_time:
             if val_batches is None:
                 val_batches = list(DataLoader(val_ds, batch_size=opts.batch_size, num_workers=0))
             val = validate(nets, val_batches, corr_scale, device)
@@ -360,9 +392,12 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
             if sc < best:
                 best = sc
                 save(run_dir / "best.pt", it, elapsed0 + time.time() - t0)
-        if time.time() - last_ckpt > opts.ckpt_minutes * 60 or it == opts.iters:
+        if time.time() - last_ckpt > opts.ckpt_minutes * 60 or it == opts.iters or out_of_time:
             save(ckpt_path, it, elapsed0 + time.time() - t0)
             last_ckpt = time.time()
+        if out_of_time:
+            bar.write(f"stopping at iteration {it}: --max-minutes {opts.max_minutes} reached")
+            break
     if it == start or not ckpt_path.exists():
         save(ckpt_path, it, elapsed0 + time.time() - t0)
     bar.close()
