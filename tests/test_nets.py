@@ -220,3 +220,20 @@ def test_predictor_missing_weights_says_how_to_fix(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="export"):
         Predictor(tmp_path)
+
+
+def test_predictor_weights_of_another_network_say_so(tmp_path):
+    """A weights file that does not fit config.json's architecture: a clear ValueError, not a
+    torch traceback."""
+    from pix2vertex_addon.core.predict import Predictor
+
+    _tiny_weights(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["architecture"]["max_channels"] = 8  # other shapes, same names
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match the network"):
+        Predictor(tmp_path, threads=1)
+    cfg["architecture"].update(max_channels=16, resolution=64)  # one level more: other names
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match the network"):
+        Predictor(tmp_path, threads=1)

@@ -44,6 +44,21 @@ def load_config(weights_dir) -> dict:
     return json.loads(p.read_text())
 
 
+def load_weights_into(net, path) -> None:
+    """Load an fp16 safetensors state dict (no pickle) into ``net`` (fp32); ValueError on a
+    mismatch of names or shapes."""
+    from safetensors.torch import load_file
+
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    try:
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # same names, other shapes
+        raise ValueError(f"{path} does not match the network: {str(e).splitlines()[0]}") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 class Predictor:
     """Geometry and correspondence networks, loaded once and reused.
 
@@ -65,7 +80,6 @@ class Predictor:
 
     def __init__(self, weights_dir=None, threads: int = 2, device: str = "cpu", flip_average: bool = True):
         import torch
-        from safetensors.torch import load_file
 
         from .nets import define_net
 
@@ -88,15 +102,7 @@ class Predictor:
                 num_downs=a.get("num_downs"),
                 norm=a.get("norm", "batch"),
             )
-            path = self.weights_dir / self.config["files"][name]
-            sd = {k: v.float() for k, v in load_file(str(path)).items()}
-            missing, unexpected = net.load_state_dict(sd, strict=False)
-            missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-            if missing or unexpected:
-                raise ValueError(
-                    f"{path} does not match the {name} network of config.json "
-                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-                )
+            load_weights_into(net, self.weights_dir / self.config["files"][name])
             self.nets[name] = net.to(self.device).eval()
         self._lock = threading.Lock()
 

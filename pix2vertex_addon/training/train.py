@@ -213,7 +213,7 @@ class ReplayPool:
 
 def load_exported(nets: dict, opts: TrainOptions, weights_dir) -> None:
     """Initialise ``nets`` from an exported weights folder (fp16 safetensors, as shipped)."""
-    from safetensors.torch import load_file
+    from ..core.predict import load_weights_into
 
     weights_dir = Path(weights_dir)
     cfg = json.loads((weights_dir / "config.json").read_text())
@@ -223,11 +223,7 @@ def load_exported(nets: dict, opts: TrainOptions, weights_dir) -> None:
     if diff:
         raise ValueError(f"{weights_dir} was trained with another architecture: {diff} (theirs, ours)")
     for n, net in nets.items():
-        sd = {k: v.float() for k, v in load_file(str(weights_dir / cfg["files"][n])).items()}
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"{weights_dir} does not match the {n} network ({missing[:3]}, {unexpected[:3]})")
+        load_weights_into(net, weights_dir / cfg["files"][n])
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> dict:
