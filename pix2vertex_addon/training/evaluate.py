@@ -168,7 +168,7 @@ def report_markdown(res: dict, config: dict | None = None) -> str:
             "Weights: `"
             + json.dumps(config.get("architecture", {}))
             + "`, source "
-            + json.dumps(config.get("source", {})),
+            + json.dumps({k: v for k, v in config.get("source", {}).items() if k in ("run", "checkpoint", "iter", "train_time_s")}),
         ]
     return "\n".join(lines) + "\n"
 

@@ -75,10 +75,10 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "## Training",
         f"- run `{run_dir}`, checkpoint `{src['checkpoint']}` at iteration **{src['iter']}**, "
         f"training time **{src['train_time_s'] / 3600:.2f} h** ({src['train_time_s'] / 60:.1f} min)",
-        f"- hardware: {src.get('hardware', hardware)}",
     ]
     for ch in src.get("chunks", []):
         L.append(f"  - chunk {ch['chunk']}: from {ch['init']}, {ch['iters']} iterations, {ch['train_s'] / 60:.1f} min")
+    L.append(f"- hardware: {src.get('hardware', hardware)}")
     if opts:
         L.append(
             f"- Adam lr {opts['lr']} (beta1 {opts['beta1']}), batch {opts['batch_size']} "
