@@ -103,15 +103,18 @@ def _shade(vertices, tris, rot, size, centre, extent, colour):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _setup():
+    """The face model, its template, canonical coordinates, corr-to-mm scale, the template's
+    vertices in mm and its triangles: what every benchmark here starts from."""
+    model = load_face_model()
+    T = model.template
+    return model, T, canonical_coordinates(model), corr_to_mm_scale(model), T.vertices_cm * 10.0, T.triangles()
+
+
 def render_png(path, resolution=256):
     from PIL import Image, ImageDraw
 
-    model = load_face_model()
-    T = model.template
-    canon = canonical_coordinates(model)
-    scale = corr_to_mm_scale(model)
-    tmpl = T.vertices_cm * 10.0
-    tris = T.triangles()
+    model, T, canon, scale, tmpl, tris = _setup()
     ident = np.random.default_rng(1011).standard_normal(100)
     s = exact_maps(model, seed=11, resolution=resolution, identity=ident,
                    expression={"jawOpen": 1.0, "mouthSmile_L": 1.0, "mouthSmile_R": 1.0},
@@ -185,11 +188,7 @@ def accuracy_sweep(n, variants=None):
     from pix2vertex_addon.core.geometry import RegistrationParams
     from pix2vertex_addon.core.geometry._synthetic import degrade_maps
 
-    model = load_face_model()
-    T = model.template
-    canon = canonical_coordinates(model)
-    scale = corr_to_mm_scale(model)
-    tmpl = T.vertices_cm * 10.0
+    model, T, canon, scale, tmpl, _ = _setup()
     variants = variants or {"default": {}}
     print("| case | yaw | expression | seen | " + " | ".join(
         f"{name} exact: seen / unseen / max mm | {name} degraded" for name in variants) + " |")
@@ -239,12 +238,7 @@ def main(argv=None):
         accuracy_sweep(args.sweep)
         return
 
-    model = load_face_model()
-    T = model.template
-    canon = canonical_coordinates(model)
-    scale = corr_to_mm_scale(model)
-    tmpl = T.vertices_cm * 10.0
-    tris = T.triangles()
+    model, T, canon, scale, tmpl, tris = _setup()
     damp = feature_damping(tmpl, T.landmarks_68)
     ident = np.random.default_rng(2024).standard_normal(100)
     expr = {"jawOpen": 1.0, "mouthSmile_L": 1.0, "mouthSmile_R": 1.0}

@@ -159,11 +159,31 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
 
 
 class _ModalJob:
-    """Shared modal loop: a timer polls the job, Esc cancels it, the panel shows progress."""
+    """Shared modal loop: a timer polls the job, Esc cancels it, the panel shows progress.
+    Subclasses define ``_start(context, threaded)`` (sets ``self._job``; raises InputError or
+    RuntimeError on bad input) and ``_finish(context)``."""
 
     _job: jobs.Job
     _info: dict
     _timer = None
+
+    def _start_or_report(self, context, threaded: bool) -> bool:
+        try:
+            self._start(context, threaded)
+        except (InputError, RuntimeError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return False
+        return True
+
+    def invoke(self, context, event):
+        if not self._start_or_report(context, threaded=True):
+            return {"CANCELLED"}
+        return self._begin_modal(context)
+
+    def execute(self, context):
+        if not self._start_or_report(context, threaded=False):
+            return {"CANCELLED"}
+        return self._finish(context)
 
     def _begin_modal(self, context):
         wm = context.window_manager
@@ -215,22 +235,7 @@ class P2V_OT_reconstruct(_ModalJob, bpy.types.Operator):
         return finish_reconstruct(context, self._job, self._info, self.report)
 
     def _start(self, context, threaded: bool):
-        try:
-            self._job, self._info = start_reconstruct(context, threaded)
-        except (InputError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return None
-        return self._job
-
-    def invoke(self, context, event):
-        if self._start(context, threaded=True) is None:
-            return {"CANCELLED"}
-        return self._begin_modal(context)
-
-    def execute(self, context):
-        if self._start(context, threaded=False) is None:
-            return {"CANCELLED"}
-        return self._finish(context)
+        self._job, self._info = start_reconstruct(context, threaded)
 
 
 # -- batch ----------------------------------------------------------------------------------------
@@ -295,21 +300,8 @@ class P2V_OT_batch_reconstruct(_ModalJob, bpy.types.Operator):
     def _finish(self, context):
         return finish_batch(context, self._job, self.report)
 
-    def invoke(self, context, event):
-        try:
-            self._job = start_batch(context, True)
-        except (InputError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return self._begin_modal(context)
-
-    def execute(self, context):
-        try:
-            self._job = start_batch(context, False)
-        except (InputError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return self._finish(context)
+    def _start(self, context, threaded: bool):
+        self._job = start_batch(context, threaded)
 
 
 class P2V_OT_cancel(bpy.types.Operator):
