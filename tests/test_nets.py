@@ -171,6 +171,24 @@ def test_predictor_roundtrip(tmp_path):
         out["xyz"][keep], (ref[:3].transpose(1, 2, 0) * 100)[keep], rtol=1e-2, atol=1e-2
     )
     assert np.all(out["xyz"][~keep] == 0)
+    # apply_mask=False: the networks' values everywhere (for the evaluation), same mask.
+    # (move the mask logit's bias so that about half of the pixels fall below the threshold)
+    from safetensors.torch import load_file, save_file
+
+    f = tmp_path / "geometry.safetensors"
+    sd = load_file(str(f))
+    sd["head.5.bias"][3] -= float(np.median(ref[3]))
+    save_file(sd, str(f))
+    p = Predictor(tmp_path, threads=1, flip_average=False)
+    out = p.predict(img)
+    keep = out["mask"] >= 0.5
+    assert (~keep).any() and keep.any()
+    assert np.all(out["xyz"][~keep] == 0) and np.all(out["corr"][~keep] == 0)
+    raw = p.predict_batch(img[None], apply_mask=False)[0]
+    np.testing.assert_array_equal(raw["mask"], out["mask"])
+    np.testing.assert_array_equal(raw["xyz"][keep], out["xyz"][keep])
+    np.testing.assert_allclose(raw["xyz"], ref[:3].transpose(1, 2, 0) * 100, rtol=1e-2, atol=1e-2)
+    assert np.abs(raw["xyz"][~keep]).min() > 0
     big = np.zeros((64, 64, 3), np.uint8)
     assert p.predict(big)["xyz"].shape == (32, 32, 3)  # resized to the network resolution
     with pytest.raises(ValueError, match="uint8"):

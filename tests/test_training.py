@@ -62,11 +62,38 @@ def test_one_iteration_resume_export_predict_evaluate(tmp_path):
     assert rep["n_images"] == 3
     assert (tmp_path / "eval" / "report.md").read_text().startswith("# Network evaluation")
     assert (tmp_path / "eval" / "error_maps.png").stat().st_size > 0
+    assert rep["masked_output"]["depth_mean"] >= 0 and 0 <= rep["mask_coverage"] <= 1
+    _check_compare(tmp_path / "eval", tmp_path)
 
     from pix2vertex_addon.training.model_card import write_card
 
     card = write_card(tmp_path / "weights", tmp_path / "eval", "test", "smoke")
     assert cfg["sha256"]["geometry"] in card and "| mask IoU |" in card
+
+
+def _check_compare(eval_dir, tmp_path):
+    """The paired comparison: zero against itself; a known per-image change is found, with a
+    confidence interval around it; evaluations of different image sets are refused."""
+    from pix2vertex_addon.training.evaluate import PER_IMAGE_FILE, compare, main
+
+    per = dict(np.load(eval_dir / PER_IMAGE_FILE))
+    assert len(per["iou"]) == 3 and np.all(np.isfinite(per["d_mean"]))
+    same = compare(eval_dir, eval_dir)
+    assert all(r["diff"] == 0 and r["ci95"] == [0.0, 0.0] and not r["significant"] for r in same["rows"])
+    better = tmp_path / "better"
+    better.mkdir()
+    per_b = dict(per)
+    per_b["d_mean"] = per["d_mean"] - np.array([1.0, 2.0, 3.0])
+    np.savez(better / PER_IMAGE_FILE, **per_b)
+    row = {r["metric"]: r for r in compare(eval_dir, better)["rows"]}["depth mean error (%)"]
+    assert row["diff"] == pytest.approx(-2.0) and -3.0 <= row["ci95"][0] <= row["ci95"][1] <= -1.0
+    assert row["significant"] and row["b_better_share"] == 1.0
+    assert main(["--compare", str(eval_dir), str(better), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| depth mean error (%) |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    per_b["iou"] = per["iou"][:2]
+    np.savez(better / PER_IMAGE_FILE, **{k: v[:2] if v.ndim else v for k, v in per_b.items()})
+    with pytest.raises(ValueError, match="not the same test images"):
+        compare(eval_dir, better)
 
 
 def test_init_from_exported_weights_and_time_limit(tmp_path):
@@ -136,3 +163,32 @@ def test_replay_pool_mixes_fresh_and_old():
     for v in range(3, 6):
         pool.mix(mk(v), 4)
     assert pool.n == 5 and set(pool.store["image"].flatten().tolist()) <= {3.0, 4.0, 5.0}
+
+
+def test_learning_curve_fit_and_extrapolation(tmp_path, capsys):
+    """scripts/learning_curve.py recovers a known power law and where it reaches each goal."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "scripts" / "learning_curve.py")
+    lc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lc)
+    amp, k = lc.fit_power_law([1e5, 4e5, 1.6e6], [8.0, 4.0, 2.0])
+    assert k == pytest.approx(0.5) and amp == pytest.approx(8.0 * 1e5**0.5)
+    assert lc.samples_for(amp, k, 1.0) == pytest.approx(6.4e6)
+    assert lc.samples_for(amp, -0.1, 1.0) == float("inf")
+    points = []
+    for i, n in enumerate((1e5, 4e5)):  # every metric halves per 4x samples
+        d = tmp_path / f"e{i}"
+        d.mkdir()
+        f = 0.5**i
+        (d / "metrics.json").write_text(
+            json.dumps({"depth_mean": 8 * f, "depth_top10": 20 * f, "corr_median_mm": 4 * f, "mask_iou": 1 - 0.2 * f})
+        )
+        points += ["--point", f"p{i}:{d}:{int(n)}"]
+    assert lc.main(points + ["--samples-per-minute", "1000"]) == 0
+    rows = {r.split("|")[1].strip(): r for r in capsys.readouterr().out.splitlines()[2:]}
+    # depth mean 4 at 4e5 -> 2 at 1.6e6: 4x the last point, 1600 minutes
+    assert "| 0.500 | 2 | 1.6e+06 | 4 | 1.6e+03 |" in rows["depth mean (%)"]
+    assert "| 0.500 | 0.95 | 1.6e+06 | 4 |" in rows["mask IoU"]  # 1 - IoU: 0.2, 0.1 -> 0.05

@@ -9,11 +9,11 @@ Outputs follow docs/conventions.md, at the network resolution ``R = predictor.re
 
 ``xyz`` : float32 (R, R, 3)
     label frame (x right, y down, z forward; z relative to the head centre), millimetres;
-    0 where ``mask`` < 0.5.
+    0 where ``mask`` < 0.5 (``predict_batch(..., apply_mask=False)`` keeps the networks' values).
 ``mask`` : float32 (R, R)
     face-mask probability in [0, 1]; threshold at 0.5 for a binary mask.
 ``corr`` : float32 (R, R, 3)
-    canonical correspondence in [0, 1] (clipped); 0 where ``mask`` < 0.5.
+    canonical correspondence in [0, 1] (clipped); 0 where ``mask`` < 0.5 (same exception).
 """
 
 from __future__ import annotations
@@ -128,8 +128,11 @@ class Predictor:
         """
         return self.predict_batch(self._prepare(crop)[None])[0]
 
-    def predict_batch(self, crops) -> list[dict]:
-        """crops: uint8 (B, R, R, 3) at the network resolution; returns one dict per crop."""
+    def predict_batch(self, crops, apply_mask: bool = True) -> list[dict]:
+        """crops: uint8 (B, R, R, 3) at the network resolution; returns one dict per crop.
+
+        ``apply_mask=False`` keeps the networks' xyz and correspondence at every pixel instead of
+        zeroing them where ``mask`` < 0.5 (the evaluation scores them over the true mask)."""
         import torch
 
         from .nets import image_to_tensor
@@ -151,7 +154,7 @@ class Predictor:
         out = []
         for k in range(len(g)):
             mask = 1.0 / (1.0 + np.exp(-g[k, 3]))
-            keep = (mask >= 0.5)[..., None]
+            keep = (mask >= 0.5)[..., None] if apply_mask else np.ones(mask.shape + (1,), bool)
             xyz = g[k, :3].transpose(1, 2, 0) * self.xyz_scale_mm * keep
             corr = np.clip(c[k].transpose(1, 2, 0), 0.0, 1.0) * keep
             out.append(

@@ -3,12 +3,23 @@
     python -m pix2vertex_addon.training.evaluate --weights pix2vertex_addon/weights --n 500 --out OUT
     python -m pix2vertex_addon.training.evaluate --run /work/p2v_runs/NAME [--ckpt best.pt] --n 500 --out OUT
 
+    python -m pix2vertex_addon.training.evaluate --compare OUT_A OUT_B [--out DIR]  # paired, with CIs
+
 Reports (Sela et al. 2017, Table 1 protocol): per image, the absolute depth error in percent of
 the ground-truth depth range after a RANSAC fit of a global scale and shift along the depth axis,
 over the ground-truth mask; then mean, std, median and the mean of the largest 10 percent
 ("90% largest") of each image's errors, averaged over the images. Also the correspondence error
-in mm (per image mean and median, averaged) and the mask IoU (prediction > 0.5). Writes
-``OUT/report.md``, ``OUT/metrics.json`` and ``OUT/error_maps.png``.
+in mm (per image mean and median, averaged) and the mask IoU (prediction > 0.5).
+
+Depth and correspondence are the networks' outputs scored over the ground-truth mask, as the
+training validation does; the mask is scored by its IoU and by its coverage (the share of
+ground-truth mask pixels it keeps). The maps as the Predictor hands them on are zero where the
+predicted mask is off; their errors (each dropped pixel counted at depth 0, correspondence 0) are
+reported as well, in ``masked_output``.
+
+Writes ``OUT/report.md``, ``OUT/metrics.json``, ``OUT/per_image.npz`` (every per-image statistic,
+in test-split order) and ``OUT/error_maps.png``. ``--compare`` reads two such folders (same test
+images) and reports the paired differences with 95 % bootstrap confidence intervals.
 """
 
 from __future__ import annotations
@@ -25,6 +36,12 @@ from ..core.viz import colormap, tile
 from .metrics import corr_errors_mm, depth_errors, mask_iou, summarize
 
 GOALS = {"depth_mean": 2.0, "depth_top10": 5.0, "corr_median_mm": 2.0, "mask_iou": 0.95}
+PER_IMAGE_FILE = "per_image.npz"
+PER_IMAGE_KEYS = tuple(
+    f"{tag}{k}"
+    for tag in ("", "masked_")
+    for k in ("d_mean", "d_std", "d_median", "d_top10", "c_mean", "c_median")
+) + ("iou", "coverage")
 
 
 def _raw_samples(data: str, resolution: int, n: int):
@@ -66,7 +83,7 @@ def evaluate(
 
             corr_scale_mm = corr_to_mm_scale(load_face_model())
     R = predictor.resolution
-    per = {k: [] for k in ("d_mean", "d_std", "d_median", "d_top10", "c_mean", "c_median", "iou")}
+    per = {k: [] for k in PER_IMAGE_KEYS}
     shows = []
     t_net = 0.0
     buf = []
@@ -74,20 +91,25 @@ def evaluate(
     def flush():
         nonlocal t_net
         t0 = time.perf_counter()
-        preds = predictor.predict_batch(np.stack([s["image"] for s in buf]))
+        preds = predictor.predict_batch(np.stack([s["image"] for s in buf]), apply_mask=False)
         t_net += time.perf_counter() - t0
         for s, p in zip(buf, preds):
             m = np.asarray(s["mask"], bool)
+            pm = p["mask"] >= 0.5
+            # the networks' depth and correspondence over the true mask (as the training validation)
             de = depth_errors(p["xyz"][..., 2], s["xyz"][..., 2], m)
-            sd = summarize(de)
             ce = corr_errors_mm(p["corr"], s["corr"], m, corr_scale_mm)
-            per["d_mean"].append(sd["mean"])
-            per["d_std"].append(sd["std"])  # noqa: E702
-            per["d_median"].append(sd["median"])
-            per["d_top10"].append(sd["top10"])  # noqa: E702
-            per["c_mean"].append(float(ce.mean()) if ce.size else np.nan)
-            per["c_median"].append(float(np.median(ce)) if ce.size else np.nan)
-            per["iou"].append(mask_iou(p["mask"] >= 0.5, m))
+            # the maps as the Predictor hands them on: zero where the predicted mask is off
+            de_m = depth_errors(p["xyz"][..., 2] * pm, s["xyz"][..., 2], m)
+            ce_m = corr_errors_mm(p["corr"] * pm[..., None], s["corr"], m, corr_scale_mm)
+            for tag, d, c in (("", de, ce), ("masked_", de_m, ce_m)):
+                sd = summarize(d)
+                for k in ("mean", "std", "median", "top10"):
+                    per[f"{tag}d_{k}"].append(sd[k])
+                per[f"{tag}c_mean"].append(float(c.mean()) if c.size else np.nan)
+                per[f"{tag}c_median"].append(float(np.median(c)) if c.size else np.nan)
+            per["iou"].append(mask_iou(pm, m))
+            per["coverage"].append(float((m & pm).sum() / m.sum()) if m.any() else 1.0)
             if len(shows) < n_show:
                 emap = np.zeros((R, R), np.float32)
                 emap[m] = de
@@ -104,16 +126,24 @@ def evaluate(
             flush()
     if buf:
         flush()
+    avg = {k: float(np.nanmean(v)) for k, v in per.items()}
     res = {
         "n_images": len(per["iou"]),
         "resolution": R,
-        "depth_mean": float(np.nanmean(per["d_mean"])),
-        "depth_std": float(np.nanmean(per["d_std"])),
-        "depth_median": float(np.nanmean(per["d_median"])),
-        "depth_top10": float(np.nanmean(per["d_top10"])),
-        "corr_mean_mm": float(np.nanmean(per["c_mean"])),
-        "corr_median_mm": float(np.nanmean(per["c_median"])),
-        "mask_iou": float(np.mean(per["iou"])),
+        "depth_mean": avg["d_mean"],
+        "depth_std": avg["d_std"],
+        "depth_median": avg["d_median"],
+        "depth_top10": avg["d_top10"],
+        "corr_mean_mm": avg["c_mean"],
+        "corr_median_mm": avg["c_median"],
+        "mask_iou": avg["iou"],
+        "mask_coverage": avg["coverage"],
+        "masked_output": {
+            "depth_mean": avg["masked_d_mean"],
+            "depth_top10": avg["masked_d_top10"],
+            "corr_mean_mm": avg["masked_c_mean"],
+            "corr_median_mm": avg["masked_c_median"],
+        },
         "net_seconds_per_image": t_net / max(1, len(per["iou"])),
         "flip_average": bool(getattr(predictor, "flip_average", False)),
         "data": data,
@@ -129,6 +159,9 @@ def evaluate(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(res, indent=2))
+        np.savez_compressed(
+            out / PER_IMAGE_FILE, data=np.array(data), **{k: np.asarray(v, np.float64) for k, v in per.items()}
+        )
         (out / "report.md").write_text(report_markdown(res, getattr(predictor, "config", {})))
         error_sheet(shows).save(out / "error_maps.png")
     return res
@@ -154,6 +187,17 @@ def report_markdown(res: dict, config: dict | None = None) -> str:
         f"| correspondence mean error (mm) | {res['corr_mean_mm']:.2f} | | |",
         f"| correspondence median error (mm) | {res['corr_median_mm']:.2f} | <= 2.0 | {ok(g['corr_median_mm'])} |",
         f"| mask IoU | {res['mask_iou']:.3f} | >= 0.95 | {ok(g['mask_iou'])} |",
+        f"| mask coverage (share of true mask kept) | {res['mask_coverage']:.3f} | | |",
+        "",
+        "Depth and correspondence above are the networks' outputs over the true mask. The maps as the "
+        "Predictor hands them on are zero where the predicted mask is off; counting those pixels as errors:",
+        "",
+        "| maps with the predicted mask applied | value |",
+        "|---|---|",
+        f"| depth mean error (%) | {res['masked_output']['depth_mean']:.2f} |",
+        f"| depth 90% largest mean (%) | {res['masked_output']['depth_top10']:.2f} |",
+        f"| correspondence mean error (mm) | {res['masked_output']['corr_mean_mm']:.2f} |",
+        f"| correspondence median error (mm) | {res['masked_output']['corr_median_mm']:.2f} |",
         "",
         f"Network time {res['net_seconds_per_image'] * 1000:.0f} ms per image (both networks, batched); "
         + (
@@ -200,6 +244,78 @@ def error_sheet(shows):
     )
 
 
+# (label, per-image key, aggregate, lower is better)
+COMPARED = (
+    ("depth mean error (%)", "d_mean", True),
+    ("depth median error (%)", "d_median", True),
+    ("depth 90% largest mean (%)", "d_top10", True),
+    ("correspondence mean error (mm)", "c_mean", True),
+    ("correspondence median error (mm)", "c_median", True),
+    ("mask IoU", "iou", False),
+    ("mask coverage", "coverage", False),
+)
+
+
+def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two evaluations of the same test images (``per_image.npz`` of each).
+
+    For each metric: the mean over images for A and B, the difference B - A, its 95 % confidence
+    interval from a paired bootstrap over the images, and the share of images on which B is better.
+    """
+    a = np.load(Path(dir_a) / PER_IMAGE_FILE)
+    b = np.load(Path(dir_b) / PER_IMAGE_FILE)
+    if str(a["data"]) != str(b["data"]) or len(a["iou"]) != len(b["iou"]):
+        raise ValueError(
+            f"not the same test images: {dir_a} has {len(a['iou'])} of {a['data']}, "
+            f"{dir_b} has {len(b['iou'])} of {b['data']}"
+        )
+    n = len(a["iou"])
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    rows = []
+    for label, key, lower in COMPARED:
+        va, vb = a[key], b[key]
+        ok = np.isfinite(va) & np.isfinite(vb)
+        d = np.where(ok, vb - va, 0.0)
+        boot = d[idx].sum(1) / np.maximum(ok[idx].sum(1), 1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        better = (d < 0) if lower else (d > 0)
+        rows.append(
+            {
+                "metric": label,
+                "a": float(va[ok].mean()),
+                "b": float(vb[ok].mean()),
+                "diff": float(d[ok].mean()),
+                "ci95": [float(lo), float(hi)],
+                "b_better_share": float(better[ok].mean()),
+                "significant": bool(hi < 0 or lo > 0),
+                "lower_is_better": lower,
+            }
+        )
+    return {"a": str(dir_a), "b": str(dir_b), "n_images": n, "rows": rows}
+
+
+def compare_markdown(cmp: dict) -> str:
+    lines = [
+        f"# Paired comparison on {cmp['n_images']} test images",
+        "",
+        f"A: `{cmp['a']}`  ",
+        f"B: `{cmp['b']}`",
+        "",
+        "95 % confidence intervals of B - A from a paired bootstrap over the images (2000 resamples).",
+        "",
+        "| metric | A | B | B - A | 95 % CI | relative | images where B is better |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in cmp["rows"]:
+        rel = r["diff"] / r["a"] * 100 if r["a"] else float("nan")
+        lines.append(
+            f"| {r['metric']} | {r['a']:.4g} | {r['b']:.4g} | {r['diff']:+.3g} | "
+            f"[{r['ci95'][0]:+.3g}, {r['ci95'][1]:+.3g}]{'' if r['significant'] else ' (n.s.)'} | "
+            f"{rel:+.1f} % | {r['b_better_share'] * 100:.0f} % |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 class _CheckpointPredictor:
     """A Predictor built from a run folder's checkpoint via a temporary fp16 export."""
 
@@ -217,17 +333,35 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="exported weights folder (config.json + safetensors)")
     src.add_argument("--run", help="training run folder; evaluates its checkpoint (exported to fp16 first)")
+    src.add_argument(
+        "--compare", nargs=2, metavar=("OUT_A", "OUT_B"), help="paired comparison of two evaluation folders"
+    )
     ap.add_argument("--ckpt", default="latest.pt")
     ap.add_argument(
         "--data", default="synth", help="'synth' (test split on the fly), 'fake' or a shard folder"
     )
     ap.add_argument("--n", type=int, default=500, help="number of test images (the report needs >= 500)")
-    ap.add_argument("--out", required=True, help="output folder for report.md, metrics.json, error_maps.png")
+    ap.add_argument(
+        "--out", help="output folder for report.md, metrics.json, per_image.npz, error_maps.png "
+        "(with --compare: where comparison.md and comparison.json go; optional)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--no-flip", action="store_true", help="single pass: no averaging with the mirrored crop"
     )
     a = ap.parse_args(argv)
+    if a.compare:
+        cmp = compare(*a.compare)
+        md = compare_markdown(cmp)
+        if a.out:
+            out = Path(a.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "comparison.md").write_text(md)
+            (out / "comparison.json").write_text(json.dumps(cmp, indent=2))
+        print(md)
+        return 0
+    if not a.out:
+        ap.error("--out is required to evaluate weights")
     from ..core.predict import Predictor
 
     flip = not a.no_flip
