@@ -163,7 +163,8 @@ def evaluate(
             out / PER_IMAGE_FILE, data=np.array(data), **{k: np.asarray(v, np.float64) for k, v in per.items()}
         )
         (out / "report.md").write_text(report_markdown(res, getattr(predictor, "config", {})))
-        error_sheet(shows).save(out / "error_maps.png")
+        if shows:  # (n_show=0: no heat maps)
+            error_sheet(shows).save(out / "error_maps.png")
     return res
 
 
