@@ -154,9 +154,11 @@ class Predictor:
         out = []
         for k in range(len(g)):
             mask = 1.0 / (1.0 + np.exp(-g[k, 3]))
-            keep = (mask >= 0.5)[..., None] if apply_mask else np.ones(mask.shape + (1,), bool)
-            xyz = g[k, :3].transpose(1, 2, 0) * self.xyz_scale_mm * keep
-            corr = np.clip(c[k].transpose(1, 2, 0), 0.0, 1.0) * keep
+            xyz = g[k, :3].transpose(1, 2, 0) * self.xyz_scale_mm
+            corr = np.clip(c[k].transpose(1, 2, 0), 0.0, 1.0)
+            if apply_mask:
+                keep = (mask >= 0.5)[..., None]
+                xyz, corr = xyz * keep, corr * keep
             out.append(
                 {
                     "xyz": xyz.astype(np.float32),

@@ -245,7 +245,7 @@ def error_sheet(shows):
     )
 
 
-# (label, per-image key, aggregate, lower is better)
+# (label, per-image key, lower is better)
 COMPARED = (
     ("depth mean error (%)", "d_mean", True),
     ("depth median error (%)", "d_median", True),
