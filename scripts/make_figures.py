@@ -49,7 +49,9 @@ def real_photos_sheet(out: Path, tmp: Path, size: int = 320) -> Path:
         for x, y in lm:
             d.ellipse([x - r, y - r, x + r, y + r], fill=(255, 40, 40))
         photo.thumbnail((size, size))
-        tiles = [photo]
+        cell = Image.new("RGB", (size, size), (255, 255, 255))  # one column width for every row
+        cell.paste(photo, ((size - photo.width) // 2, (size - photo.height) // 2))
+        tiles = [cell]
         bpy.ops.wm.read_homefile(use_empty=True)
         bpy.ops.wm.obj_import(filepath=str(res / "face.obj"))
         obj = bpy.context.selected_objects[0]

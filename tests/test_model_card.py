@@ -21,8 +21,8 @@ ROWS = {
     "depth 90% largest (mean of the largest 10 %)": ("depth_top10", 0.006),
     "correspondence mean error (mm)": ("corr_mean_mm", 0.006),
     "correspondence median error (mm)": ("corr_median_mm", 0.006),
-    "mask IoU": ("mask_iou", 0.0006),
-    "mask coverage (share of the true mask it keeps)": ("mask_coverage", 0.0006),
+    "mask IoU": ("mask_iou", 0.0002),
+    "mask coverage (share of the true mask it keeps)": ("mask_coverage", 0.0002),
 }
 
 

@@ -156,7 +156,7 @@ def test_predictor_roundtrip(tmp_path):
     from pix2vertex_addon.core.predict import Predictor
 
     nets = _tiny_weights(tmp_path)
-    p = Predictor(tmp_path, threads=1, flip_average=False)
+    p = Predictor(tmp_path, threads=1, flip_average=False, rotations=())
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = p.predict(img)
     assert (
@@ -179,7 +179,7 @@ def test_predictor_roundtrip(tmp_path):
     sd = load_file(str(f))
     sd["head.5.bias"][3] -= float(np.median(ref[3]))
     save_file(sd, str(f))
-    p = Predictor(tmp_path, threads=1, flip_average=False)
+    p = Predictor(tmp_path, threads=1, flip_average=False, rotations=())
     out = p.predict(img)
     keep = out["mask"] >= 0.5
     assert (~keep).any() and keep.any()
@@ -201,7 +201,7 @@ def test_predictor_flip_average(tmp_path):
     from pix2vertex_addon.core.predict import Predictor
 
     nets = _tiny_weights(tmp_path)
-    p = Predictor(tmp_path, threads=1)
+    p = Predictor(tmp_path, threads=1, rotations=())
     assert p.flip_average
     img = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = p.predict(img)
@@ -229,8 +229,66 @@ def test_predictor_flip_average(tmp_path):
     k = keep[:, ::-1]
     np.testing.assert_allclose(mir["corr"][k, 0], 1 - out["corr"][:, ::-1][k, 0], rtol=0, atol=2e-6)
     # and it differs from the single pass
-    single = Predictor(tmp_path, threads=1, flip_average=False).predict(img)
+    single = Predictor(tmp_path, threads=1, flip_average=False, rotations=()).predict(img)
     assert np.abs(single["mask"] - out["mask"]).max() > 1e-4
+
+
+class _PlaneNet(torch.nn.Module):
+    """A stand-in geometry network that ignores its input and returns the label-frame xyz of a
+    fronto-parallel plane (x along the columns, y down the rows, z constant) with a constant mask
+    logit: the maps a camera rolled about its optical axis sees of that plane are the same maps
+    turned, so turning the views back must give the unturned maps exactly (bilinear
+    interpolation of a linear map is exact)."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        c = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2) * 0.01
+        r = (torch.arange(h, dtype=torch.float32) - (h - 1) / 2) * 0.01
+        out = torch.empty(n, 4, h, w)
+        out[:, 0] = c[None, None, :]
+        out[:, 1] = r[None, :, None]
+        out[:, 2] = 0.5
+        out[:, 3] = 2.0
+        return out
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_predictor_rotated_views_map_back_exactly(tmp_path, flip):
+    """Each extra view (the crop turned by a few degrees) is turned back and its xyz vectors turned
+    in the image plane; for a plane seen by a rolled camera that reproduces the plane's maps."""
+    from pix2vertex_addon.core.predict import Predictor
+
+    _tiny_weights(tmp_path)
+    p = Predictor(tmp_path, threads=1, flip_average=flip, rotations=(-7.0, 5.0))
+    plane = _PlaneNet()
+    p.nets["geometry"] = plane
+    img = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = p.predict_batch(np.stack([img, img[::-1]]), apply_mask=False)
+    ref = plane(torch.zeros(1, 3, 32, 32))[0, :3].numpy().transpose(1, 2, 0) * 100
+    for o in out:
+        np.testing.assert_allclose(o["xyz"], ref, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(o["mask"], 1 / (1 + np.exp(-2.0)), rtol=0, atol=1e-6)
+    # turning the vectors the other way (a sign slip) would be off by about 2 * 7 degrees * radius
+    p2 = Predictor(tmp_path, threads=1, flip_average=flip, rotations=(7.0,))
+    p2.nets["geometry"] = plane
+    xyz = p2.predict_batch(img[None], apply_mask=False)[0]["xyz"]
+    np.testing.assert_allclose(xyz, ref, rtol=0, atol=1e-3)
+
+
+def test_predictor_rotations_default_and_validation(tmp_path):
+    from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor
+
+    _tiny_weights(tmp_path)
+    assert Predictor(tmp_path, threads=1).rotations == DEFAULT_ROTATIONS == (-5.0, 5.0)
+    with pytest.raises(ValueError, match="small in-plane angles"):
+        Predictor(tmp_path, threads=1, rotations=(90.0,))
+    # extra views change a real (non-equivariant) network's output, and only the views in use count
+    img = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a = Predictor(tmp_path, threads=1, rotations=()).predict(img)
+    b = Predictor(tmp_path, threads=1, rotations=(0.0,)).predict(img)
+    c = Predictor(tmp_path, threads=1).predict(img)
+    np.testing.assert_array_equal(a["mask"], b["mask"])
+    assert np.abs(a["mask"] - c["mask"]).max() > 1e-5
 
 
 def test_predictor_missing_weights_says_how_to_fix(tmp_path):

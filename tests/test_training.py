@@ -92,7 +92,12 @@ def _check_compare(eval_dir, tmp_path):
     assert "| depth mean error (%) |" in (tmp_path / "cmp" / "comparison.md").read_text()
     per_b["iou"] = per["iou"][:2]
     np.savez(better / PER_IMAGE_FILE, **{k: v[:2] if v.ndim else v for k, v in per_b.items()})
-    with pytest.raises(ValueError, match="not the same test images"):
+    with pytest.raises(ValueError, match="not the same images"):
+        compare(eval_dir, better)
+    per_b = dict(per)
+    per_b["split"] = np.array("val")
+    np.savez(better / PER_IMAGE_FILE, **per_b)
+    with pytest.raises(ValueError, match=r"\(val split\)"):
         compare(eval_dir, better)
 
 
@@ -123,6 +128,27 @@ def test_init_from_exported_weights_and_time_limit(tmp_path):
 
     with pytest.raises(ValueError, match="another architecture"):
         train(_opts(tmp_path, name="bad", max_channels=8, init_weights=str(tmp_path / "w")), progress=False)
+
+
+def test_data_offset_draws_other_samples(tmp_path, capsys):
+    """--data-offset N starts the training stream at sample N: the same offset trains identically,
+    another one on other samples; continuing exported weights from offset 0 warns."""
+
+    def weights(name, **kw):
+        train(_opts(tmp_path, name=name, **kw), progress=False)
+        return torch.load(tmp_path / name / "latest.pt", weights_only=True)["nets"]["geometry"]["head.5.weight"]
+
+    a, b, c = weights("a"), weights("b"), weights("c", data_offset=1000)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert json.loads((tmp_path / "c" / "opts.json").read_text())["data_offset"] == 1000
+    from pix2vertex_addon.training.export import export
+
+    export(tmp_path / "a", tmp_path / "w")
+    capsys.readouterr()
+    weights("d", init_weights=str(tmp_path / "w"))
+    assert "--data-offset" in capsys.readouterr().err
+    weights("e", init_weights=str(tmp_path / "w"), data_offset=1000)
+    assert "--data-offset" not in capsys.readouterr().err
 
 
 def test_resume_without_checkpoint_raises(tmp_path):
@@ -192,3 +218,68 @@ def test_learning_curve_fit_and_extrapolation(tmp_path, capsys):
     # depth mean 4 at 4e5 -> 2 at 1.6e6: 4x the last point, 1600 minutes
     assert "| 0.500 | 2 | 1.6e+06 | 4 | 1.6e+03 |" in rows["depth mean (%)"]
     assert "| 0.500 | 0.95 | 1.6e+06 | 4 |" in rows["mask IoU"]  # 1 - IoU: 0.2, 0.1 -> 0.05
+
+
+def test_average_weights_script(tmp_path):
+    """scripts/average_weights.py: every float tensor is the mean of the inputs' (fp16 in, fp16
+    out); the result loads in the Predictor and records its inputs; other architectures are refused."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from pix2vertex_addon.core.predict import Predictor
+    from pix2vertex_addon.training.export import export
+
+    spec = importlib.util.spec_from_file_location(
+        "average_weights", Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name, seed in (("a", 0), ("b", 1)):
+        train(_opts(tmp_path, name=name, seed=seed), progress=False)
+        export(tmp_path / name, tmp_path / f"w{name}")
+    assert mod.main(["--weights", str(tmp_path / "wa"), str(tmp_path / "wb"), "--out", str(tmp_path / "avg")]) == 0
+    a, b, m = (load_file(str(tmp_path / d / "geometry.safetensors")) for d in ("wa", "wb", "avg"))
+    key = "head.5.weight"
+    assert not torch.equal(a[key], b[key])
+    torch.testing.assert_close(m[key].float(), (a[key].float() + b[key].float()) / 2, atol=1e-3, rtol=0)
+    cfg = json.loads((tmp_path / "avg" / "config.json").read_text())
+    assert [s["weights"] for s in cfg["source"]["averaged"]] == [str(tmp_path / "wa"), str(tmp_path / "wb")]
+    assert Predictor(tmp_path / "avg", threads=1).predict(np.zeros((32, 32, 3), np.uint8))["xyz"].shape == (32, 32, 3)
+    train(_opts(tmp_path, name="c", max_channels=8), progress=False)
+    export(tmp_path / "c", tmp_path / "wc")
+    with pytest.raises(SystemExit, match="different architectures"):
+        mod.main(["--weights", str(tmp_path / "wa"), str(tmp_path / "wc"), "--out", str(tmp_path / "bad")])
+
+
+def test_gpu_chunk_script(tmp_path):
+    """scripts/gpu_chunk.sh (run on the device machine): trains from the init weights on the given
+    data offset and leaves the exported weights, the log and the options in $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pix2vertex_addon.training.export import export
+
+    train(_opts(tmp_path, name="init"), progress=False)
+    export(tmp_path / "init", tmp_path / "w")
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, INIT=str(tmp_path / "w"), OUT=str(tmp_path / "out"), PY=sys.executable,
+               RUNS=str(tmp_path / "runs"), WORKERS="0")
+    tiny = ["--data", "fake", "--resolution", "32", "--ngf", "8", "--max-channels", "16", "--batch-size", "2",
+            "--fresh-per-step", "1", "--pool-size", "4", "--iters", "2", "--val-every", "1", "--val-size", "2",
+            "--threads", "1"]
+    r = subprocess.run(["bash", str(repo / "scripts" / "gpu_chunk.sh"), "c1", "1000", "5", *tiny],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = tmp_path / "out"
+    cfg = json.loads((out / "c1" / "config.json").read_text())
+    assert cfg["source"]["iter"] == 2 and (out / "c1" / "geometry.safetensors").stat().st_size > 0
+    assert json.loads((out / "c1.opts.json").read_text())["data_offset"] == 1000
+    assert json.loads((out / "c1.opts.json").read_text())["init_weights"] == str(tmp_path / "w")
+    assert '"event": "val"' in (out / "c1.jsonl").read_text()
+    r = subprocess.run(["bash", str(repo / "scripts" / "gpu_chunk.sh"), "c2"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "data offset" in r.stderr

@@ -27,6 +27,8 @@ import numpy as np
 __all__ = ["Predictor", "get_predictor", "default_weights_dir", "load_config"]
 
 CONFIG_NAME = "config.json"
+# In-plane turns (degrees) of the extra views the Predictor averages by default (docs/networks.md).
+DEFAULT_ROTATIONS = (-5.0, 5.0)
 
 
 def default_weights_dir() -> Path:
@@ -76,9 +78,21 @@ class Predictor:
         the crop's principal point is its centre, so both maps are exact). On the 500 held-out
         test images it lowered the mean depth error by 5 % and the correspondence median by 7 %
         (MODEL_CARD.md), for twice the network time (about 0.06 s per crop on 2 cores); default on.
+    rotations : sequence of float
+        In-plane angles (degrees) of extra views: the crop turned about its centre (a camera
+        rolled about its optical axis, so the maps turn back exactly), each also mirrored when
+        ``flip_average``; all views are averaged in the crop's frame. ``()`` for the crop alone.
+        The default (-5, 5) triples the network time (docs/networks.md has what it buys).
     """
 
-    def __init__(self, weights_dir=None, threads: int = 2, device: str = "cpu", flip_average: bool = True):
+    def __init__(
+        self,
+        weights_dir=None,
+        threads: int = 2,
+        device: str = "cpu",
+        flip_average: bool = True,
+        rotations=DEFAULT_ROTATIONS,
+    ):
         import torch
 
         from .nets import define_net
@@ -87,6 +101,9 @@ class Predictor:
         self.config = load_config(self.weights_dir)
         self.threads = int(threads)
         self.flip_average = bool(flip_average)
+        self.rotations = tuple(float(a) for a in rotations)
+        if any(abs(a) > 30 for a in self.rotations):
+            raise ValueError(f"rotations must be small in-plane angles in degrees (|a| <= 30), got {rotations}")
         self.device = torch.device(device)
         torch.set_num_threads(self.threads)
         a = self.config["architecture"]
@@ -137,19 +154,25 @@ class Predictor:
 
         from .nets import image_to_tensor
 
-        x = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
-        b = len(x)
-        if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
-            x = torch.cat([x, torch.flip(x, dims=[3])])
+        x0 = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
+        b, R = len(x0), x0.shape[-1]
+        angles = (0.0,) + tuple(a for a in self.rotations if a)
         with self._lock, torch.inference_mode():
             torch.set_num_threads(self.threads)
+            views = [x0 if a == 0.0 else _rotate(x0, a, "reflection") for a in angles]
+            x = torch.cat(views)
+            if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
+                x = torch.cat([x, torch.flip(x, dims=[3])])
             g = self.nets["geometry"](x).float()
             c = self.nets["correspondence"](x).float()
             if self.flip_average:
-                gf, cf = torch.flip(g[b:], dims=[3]), torch.flip(c[b:], dims=[3])
+                n = len(g) // 2
+                gf, cf = torch.flip(g[n:], dims=[3]), torch.flip(c[n:], dims=[3])
                 gf[:, 0].neg_()  # x right -> left
                 cf[:, 0].mul_(-1.0).add_(1.0)  # canonical u -> 1 - u
-                g, c = (g[:b] + gf) * 0.5, (c[:b] + cf) * 0.5
+                g, c = (g[:n] + gf) * 0.5, (c[:n] + cf) * 0.5
+            if len(angles) > 1:
+                g, c = _unrotate_average(g, c, angles, b, R)
             g, c = g.cpu().numpy(), c.cpu().numpy()
         out = []
         for k in range(len(g)):
@@ -169,18 +192,68 @@ class Predictor:
         return out
 
 
+def _rotation_theta(angle_deg: float, n: int):
+    import math
+
+    import torch
+
+    t = math.radians(angle_deg)
+    return torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]]).expand(n, 2, 3)
+
+
+def _rotate(x, angle_deg: float, padding: str):
+    """Resample (N, C, R, R) maps so that the content turns by ``angle_deg`` about the centre
+    (the crop's principal point); ``-angle_deg`` undoes it."""
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(_rotation_theta(angle_deg, len(x)).to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def _unrotate_average(g, c, angles, b: int, R: int):
+    """Average the predictions of the rotated views (``g``, ``c`` stacked view by view, ``b`` crops
+    each, the first view unrotated) in the frame of the unrotated crop.
+
+    A view of the crop turned by ``a`` about its centre is the image of a camera rolled about its
+    optical axis, so its maps are exact after turning them back by ``-a`` and turning their xyz
+    vectors in the image plane (x right, y down) by ``a``; the correspondence is frame-free. Each
+    view counts only where it covers the crop (its corners fall outside)."""
+    import math
+
+    import torch
+
+    gs, cs, ws = [g[:b]], [c[:b]], [torch.ones_like(g[:b, :1])]
+    for k, a in enumerate(angles[1:], start=1):
+        gk = _rotate(g[k * b : (k + 1) * b], -a, "border")
+        ck = _rotate(c[k * b : (k + 1) * b], -a, "border")
+        wk = (_rotate(torch.ones_like(gk[:, :1]), -a, "zeros") > 0.999).to(gk)
+        t = math.radians(a)
+        gx, gy = gk[:, 0].clone(), gk[:, 1].clone()
+        gk[:, 0] = math.cos(t) * gx - math.sin(t) * gy
+        gk[:, 1] = math.sin(t) * gx + math.cos(t) * gy
+        gs.append(gk * wk)
+        cs.append(ck * wk)
+        ws.append(wk)
+    w = torch.stack(ws).sum(0)
+    return torch.stack(gs).sum(0) / w, torch.stack(cs).sum(0) / w
+
+
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_predictor(weights_dir=None, threads: int = 2, flip_average: bool = True) -> Predictor:
-    """A process-wide :class:`Predictor` per (weights folder, threads, flip_average), built on first use."""
+def get_predictor(
+    weights_dir=None, threads: int = 2, flip_average: bool = True, rotations=DEFAULT_ROTATIONS
+) -> Predictor:
+    """A process-wide :class:`Predictor` per (weights folder, threads, flip_average, rotations),
+    built on first use."""
     key = (
         str(Path(weights_dir).resolve()) if weights_dir else str(default_weights_dir()),
         int(threads),
         bool(flip_average),
+        tuple(float(a) for a in rotations),
     )
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Predictor(weights_dir, threads, flip_average=flip_average)
+            _CACHE[key] = Predictor(weights_dir, threads, flip_average=flip_average, rotations=rotations)
         return _CACHE[key]

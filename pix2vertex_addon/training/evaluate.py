@@ -44,17 +44,18 @@ PER_IMAGE_KEYS = tuple(
 ) + ("iou", "coverage")
 
 
-def _raw_samples(data: str, resolution: int, n: int):
-    """Yield numpy sample dicts of the test split."""
+def _raw_samples(data: str, resolution: int, n: int, split: str = "test"):
+    """Yield numpy sample dicts of the test split (or the validation split, for choosing things
+    without looking at the test split)."""
     from .data import FakeFaces, ShardFaces, SynthFaces, fake_sample
 
     if data == "synth":
-        ds = SynthFaces("test", resolution, n)
+        ds = SynthFaces(split, resolution, n)
         for i in range(n):
             yield ds.raw(i)
     elif data == "fake":
         for i in range(n):
-            yield fake_sample(FakeFaces("test", resolution, n).base + i, resolution)
+            yield fake_sample(FakeFaces(split, resolution, n).base + i, resolution)
     else:
         ds = ShardFaces(data, n)
         for i in range(n):
@@ -71,6 +72,7 @@ def evaluate(
     corr_scale_mm=None,
     batch: int = 16,
     progress: bool = True,
+    split: str = "test",
 ) -> dict:
     from tqdm import tqdm
 
@@ -118,9 +120,9 @@ def evaluate(
                 shows.append((s, p, emap, cmap))
         buf.clear()
 
-    for s in tqdm(_raw_samples(data, R, n), total=n, disable=not progress, desc="evaluate"):
+    for s in tqdm(_raw_samples(data, R, n, split), total=n, disable=not progress, desc="evaluate"):
         if s["image"].shape[0] != R:
-            raise ValueError(f"test sample is {s['image'].shape[0]} px, the networks take {R} px")
+            raise ValueError(f"{split} sample is {s['image'].shape[0]} px, the networks take {R} px")
         buf.append(s)
         if len(buf) == batch:
             flush()
@@ -146,7 +148,9 @@ def evaluate(
         },
         "net_seconds_per_image": t_net / max(1, len(per["iou"])),
         "flip_average": bool(getattr(predictor, "flip_average", False)),
+        "rotations": [float(a) for a in getattr(predictor, "rotations", ())],
         "data": data,
+        "split": split,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     res["goals_met"] = {
@@ -160,7 +164,7 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(res, indent=2))
         np.savez_compressed(
-            out / PER_IMAGE_FILE, data=np.array(data), **{k: np.asarray(v, np.float64) for k, v in per.items()}
+            out / PER_IMAGE_FILE, data=np.array(data), split=np.array(split), **{k: np.asarray(v, np.float64) for k, v in per.items()}
         )
         (out / "report.md").write_text(report_markdown(res, getattr(predictor, "config", {})))
         if shows:  # (n_show=0: no heat maps)
@@ -168,13 +172,29 @@ def evaluate(
     return res
 
 
+def views_text(res: dict) -> str:
+    rot = [a for a in res.get("rotations", []) if a]
+    flip = res.get("flip_average")
+    if not rot:
+        return (
+            "predictions averaged with those of the mirrored crop."
+            if flip
+            else "single pass, no mirrored-crop averaging (--no-flip)."
+        )
+    views = ", ".join(f"{a:+g}" for a in rot)
+    return (
+        f"predictions averaged over the crop and its views turned by {views} degrees"
+        + (", each also mirrored." if flip else " (no mirroring).")
+    )
+
+
 def report_markdown(res: dict, config: dict | None = None) -> str:
     ok = lambda b: "yes" if b else "no"  # noqa: E731
     g = res["goals_met"]
     lines = [
-        "# Network evaluation (held-out synthetic test split)",
+        f"# Network evaluation (held-out synthetic {res.get('split', 'test')} split)",
         "",
-        f"{res['n_images']} test images at {res['resolution']} px, data `{res['data']}`, {res['date']}.",
+        f"{res['n_images']} {res.get('split', 'test')} images at {res['resolution']} px, data `{res['data']}`, {res['date']}.",
         "",
         "Depth error: percent of the ground-truth depth range after a RANSAC fit of a global scale and shift "
         "along the depth axis, over the ground-truth mask; per-image statistics averaged over the images.",
@@ -187,8 +207,8 @@ def report_markdown(res: dict, config: dict | None = None) -> str:
         f"| depth 90% largest mean (%) | {res['depth_top10']:.2f} | <= 5.0 | {ok(g['depth_top10'])} |",
         f"| correspondence mean error (mm) | {res['corr_mean_mm']:.2f} | | |",
         f"| correspondence median error (mm) | {res['corr_median_mm']:.2f} | <= 2.0 | {ok(g['corr_median_mm'])} |",
-        f"| mask IoU | {res['mask_iou']:.3f} | >= 0.95 | {ok(g['mask_iou'])} |",
-        f"| mask coverage (share of true mask kept) | {res['mask_coverage']:.3f} | | |",
+        f"| mask IoU | {res['mask_iou']:.4f} | >= 0.95 | {ok(g['mask_iou'])} |",
+        f"| mask coverage (share of true mask kept) | {res['mask_coverage']:.4f} | | |",
         "",
         "Depth and correspondence above are the networks' outputs over the true mask. The maps as the "
         "Predictor hands them on are zero where the predicted mask is off; counting those pixels as errors:",
@@ -201,11 +221,7 @@ def report_markdown(res: dict, config: dict | None = None) -> str:
         f"| correspondence median error (mm) | {res['masked_output']['corr_median_mm']:.2f} |",
         "",
         f"Network time {res['net_seconds_per_image'] * 1000:.0f} ms per image (both networks, batched); "
-        + (
-            "predictions averaged with those of the mirrored crop (the Predictor's default)."
-            if res.get("flip_average")
-            else "single pass, no mirrored-crop averaging (--no-flip)."
-        ),
+        + views_text(res),
     ]
     if config:
         lines += [
@@ -265,10 +281,12 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
     """
     a = np.load(Path(dir_a) / PER_IMAGE_FILE)
     b = np.load(Path(dir_b) / PER_IMAGE_FILE)
-    if str(a["data"]) != str(b["data"]) or len(a["iou"]) != len(b["iou"]):
+    split_a = str(a["split"]) if "split" in a.files else "test"
+    split_b = str(b["split"]) if "split" in b.files else "test"
+    if str(a["data"]) != str(b["data"]) or split_a != split_b or len(a["iou"]) != len(b["iou"]):
         raise ValueError(
-            f"not the same test images: {dir_a} has {len(a['iou'])} of {a['data']}, "
-            f"{dir_b} has {len(b['iou'])} of {b['data']}"
+            f"not the same images: {dir_a} has {len(a['iou'])} of {a['data']} ({split_a} split), "
+            f"{dir_b} has {len(b['iou'])} of {b['data']} ({split_b} split)"
         )
     n = len(a["iou"])
     idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
@@ -292,12 +310,12 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
                 "lower_is_better": lower,
             }
         )
-    return {"a": str(dir_a), "b": str(dir_b), "n_images": n, "rows": rows}
+    return {"a": str(dir_a), "b": str(dir_b), "n_images": n, "split": split_a, "rows": rows}
 
 
 def compare_markdown(cmp: dict) -> str:
     lines = [
-        f"# Paired comparison on {cmp['n_images']} test images",
+        f"# Paired comparison on {cmp['n_images']} {cmp.get('split', 'test')} images",
         "",
         f"A: `{cmp['a']}`  ",
         f"B: `{cmp['b']}`",
@@ -320,13 +338,13 @@ def compare_markdown(cmp: dict) -> str:
 class _CheckpointPredictor:
     """A Predictor built from a run folder's checkpoint via a temporary fp16 export."""
 
-    def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True):
+    def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True, rotations=()):
         from ..core.predict import Predictor
         from .export import export
 
         d = tempfile.mkdtemp(prefix="p2v_eval_")
         export(run, d, ckpt)
-        return Predictor(d, threads, flip_average=flip_average)
+        return Predictor(d, threads, flip_average=flip_average, rotations=rotations)
 
 
 def main(argv=None) -> int:
@@ -346,9 +364,18 @@ def main(argv=None) -> int:
         "--out", help="output folder for report.md, metrics.json, per_image.npz, error_maps.png "
         "(with --compare: where comparison.md and comparison.json go; optional)"
     )
+    ap.add_argument(
+        "--split", default="test", choices=["test", "val"],
+        help="held-out split: 'test' for reported figures, 'val' for choosing anything (default test)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--no-flip", action="store_true", help="single pass: no averaging with the mirrored crop"
+    )
+    ap.add_argument(
+        "--rotations", type=float, nargs="*", default=None, metavar="DEG",
+        help="in-plane angles of extra views to average (default: the Predictor's, -5 5); "
+        "give the option with no angle for the crop alone",
     )
     a = ap.parse_args(argv)
     if a.compare:
@@ -363,15 +390,16 @@ def main(argv=None) -> int:
         return 0
     if not a.out:
         ap.error("--out is required to evaluate weights")
-    from ..core.predict import Predictor
+    from ..core.predict import DEFAULT_ROTATIONS, Predictor
 
     flip = not a.no_flip
+    rot = DEFAULT_ROTATIONS if a.rotations is None else tuple(a.rotations)
     pred = (
-        Predictor(a.weights, a.threads, flip_average=flip)
+        Predictor(a.weights, a.threads, flip_average=flip, rotations=rot)
         if a.weights
-        else _CheckpointPredictor(a.run, a.ckpt, a.threads, flip)
+        else _CheckpointPredictor(a.run, a.ckpt, a.threads, flip, rot)
     )
-    res = evaluate(pred, a.data, a.n, a.out)
+    res = evaluate(pred, a.data, a.n, a.out, split=a.split)
     print(json.dumps(res, indent=2))
     return 0
 

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .evaluate import GOALS
+from .evaluate import GOALS, views_text
 from .export import sha256
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,8 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "absolute error in percent of the ground-truth depth range after a RANSAC fit of a global scale and "
         "shift along the depth axis, over the ground-truth mask (the paper's Table 1); per-image statistics "
         "averaged over the images. Depth and correspondence are the networks' outputs over the ground-truth "
-        "mask (as the training validation scores them); the predicted mask is scored by its IoU and coverage.",
+        "mask (as the training validation scores them); the predicted mask is scored by its IoU and coverage. "
+        "Inference: " + views_text(res),
         "",
         "| metric | value | goal |",
         "|---|---|---|",
@@ -131,12 +132,12 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         f"| correspondence mean error (mm) | {res['corr_mean_mm']:.2f} | |",
         f"| correspondence median error (mm) | {res['corr_median_mm']:.2f} | <= {GOALS['corr_median_mm']} "
         f"({ok(g['corr_median_mm'])}) |",
-        f"| mask IoU | {res['mask_iou']:.3f} | >= {GOALS['mask_iou']} ({ok(g['mask_iou'])}) |",
+        f"| mask IoU | {res['mask_iou']:.4f} | >= {GOALS['mask_iou']} ({ok(g['mask_iou'])}) |",
     ]
     if "mask_coverage" in res:
         mo = res["masked_output"]
         L += [
-            f"| mask coverage (share of the true mask it keeps) | {res['mask_coverage']:.3f} | |",
+            f"| mask coverage (share of the true mask it keeps) | {res['mask_coverage']:.4f} | |",
             "",
             "The maps as the Predictor hands them on are zero where the predicted mask is off. Counting each "
             "true-mask pixel the mask drops as an error at depth 0 and correspondence 0 (as earlier cards "

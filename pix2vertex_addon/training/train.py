@@ -10,7 +10,9 @@ options), ``latest.pt`` (checkpoint, written every ``--ckpt-minutes`` and at the
 ``best.pt`` (best validation score), ``log.jsonl`` (training losses and validation metrics).
 Checkpoints hold only tensors and plain numbers (loadable with ``torch.load(weights_only=True)``).
 Data: ``--data synth`` generates faces on the fly in DataLoader workers, ``--data fake`` is a toy
-set for tests, anything else is a folder (or glob) of ``.npz`` shards.
+set for tests, anything else is a folder (or glob) of ``.npz`` shards. Training sample i of a run
+is sample ``--data-offset`` + i of the training split: a chunk that continues other weights
+(``--init-weights``) should start past the samples they saw, or it trains on them again.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class TrainOptions:
     ckpt_minutes: float = 5.0
     max_minutes: float = 0.0  # >0: stop after this much wall time (checkpointed), e.g. for GPU chunks
     init_weights: str = ""  # exported weights folder (config.json + safetensors) to start from
+    data_offset: int = 0  # index of the first training sample; give chunks that continue a run unseen data
     seed: int = 0
     threads: int = 2
     device: str = "auto"
@@ -257,6 +260,12 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
         torch.set_rng_state(ck["torch_rng"])
     elif opts.init_weights:
         load_exported(nets, opts, opts.init_weights)
+        if opts.data_offset == 0:
+            print(
+                "warning: --init-weights with --data-offset 0 replays the training stream from its start; "
+                "samples the init weights were trained on are not new to them (pass --data-offset)",
+                file=sys.stderr,
+            )
     (run_dir / "opts.json").write_text(json.dumps(asdict(opts), indent=2))
     log = open(run_dir / "log.jsonl", "a")
 
@@ -279,7 +288,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> di
     if per_step > opts.batch_size:
         raise ValueError(f"--fresh-per-step {per_step} exceeds --batch-size {opts.batch_size}")
     train_ds = make_dataset(
-        opts.data, "train", opts.resolution, remaining * per_step, offset=start * per_step
+        opts.data, "train", opts.resolution, remaining * per_step, offset=opts.data_offset + start * per_step
     )
     pool = ReplayPool(opts.pool_size, opts.seed + start) if opts.fresh_per_step else None
     val_src = opts.val_data or opts.data
