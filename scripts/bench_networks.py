@@ -68,6 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8, help="training batch for the train-step column")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step column")
+    ap.add_argument(
+        "--views", action="store_true",
+        help="also time Predictor.predict on one crop with the shipped weights for each view setting",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -113,7 +117,30 @@ def main(argv=None) -> int:
             f"| {r} | {ngf} | {cap} | {downs} | {n_params:.2f} | {mib:.1f} | {t_inf:.3f} | {t_train:.3f} |",
             flush=True,
         )
+    if args.views:
+        views_table(args.threads, args.repeats)
     return 0
+
+
+def views_table(threads: int, repeats: int) -> None:
+    """Predictor.predict on one crop (shipped weights): single pass, the mirrored pair, and the
+    default six views (turned by -5/+5 degrees, each mirrored), measured in one run."""
+    import numpy as np
+
+    from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor
+
+    crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    rows = [("single pass", False, ()), ("crop + mirror", True, ()), ("default: 6 views", True, DEFAULT_ROTATIONS)]
+    print()
+    print("| Predictor.predict, one crop | views | s (median) | x single |")
+    print("|---|---|---|---|")
+    base = None
+    for label, flip, rot in rows:
+        p = Predictor(threads=threads, flip_average=flip, rotations=rot)
+        t = timeit(lambda p=p: p.predict(crop), repeats)
+        base = base or t
+        n = (2 if flip else 1) * (1 + len(rot))
+        print(f"| {label} | {n} | {t:.3f} | {t / base:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
