@@ -81,7 +81,7 @@ class Predictor:
     rotations : sequence of float
         In-plane angles (degrees) of extra views: the crop turned about its centre (a camera
         rolled about its optical axis, so the maps turn back exactly), each also mirrored when
-        ``flip_average``; all views are averaged in the crop's frame. ``()`` for the crop alone.
+        ``flip_average``; all views are averaged in the crop's frame. ``()``: no turned views.
         The default (-5, 5) triples the network time (docs/networks.md has what it buys).
     """
 
@@ -155,7 +155,7 @@ class Predictor:
         from .nets import image_to_tensor
 
         x0 = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
-        b, R = len(x0), x0.shape[-1]
+        b = len(x0)
         angles = (0.0,) + tuple(a for a in self.rotations if a)
         with self._lock, torch.inference_mode():
             torch.set_num_threads(self.threads)
@@ -172,7 +172,7 @@ class Predictor:
                 cf[:, 0].mul_(-1.0).add_(1.0)  # canonical u -> 1 - u
                 g, c = (g[:n] + gf) * 0.5, (c[:n] + cf) * 0.5
             if len(angles) > 1:
-                g, c = _unrotate_average(g, c, angles, b, R)
+                g, c = _unrotate_average(g, c, angles, b)
             g, c = g.cpu().numpy(), c.cpu().numpy()
         out = []
         for k in range(len(g)):
@@ -210,7 +210,7 @@ def _rotate(x, angle_deg: float, padding: str):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def _unrotate_average(g, c, angles, b: int, R: int):
+def _unrotate_average(g, c, angles, b: int):
     """Average the predictions of the rotated views (``g``, ``c`` stacked view by view, ``b`` crops
     each, the first view unrotated) in the frame of the unrotated crop.
 

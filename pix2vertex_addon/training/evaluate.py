@@ -5,6 +5,10 @@
 
     python -m pix2vertex_addon.training.evaluate --compare OUT_A OUT_B [--out DIR]  # paired, with CIs
 
+``--split val`` evaluates on the validation split instead: use it to choose anything (weights,
+inference settings), and the test split only to report. ``--rotations`` / ``--no-flip`` set the
+Predictor's views (default: its own, six views).
+
 Reports (Sela et al. 2017, Table 1 protocol): per image, the absolute depth error in percent of
 the ground-truth depth range after a RANSAC fit of a global scale and shift along the depth axis,
 over the ground-truth mask; then mean, std, median and the mean of the largest 10 percent
@@ -375,7 +379,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--rotations", type=float, nargs="*", default=None, metavar="DEG",
         help="in-plane angles of extra views to average (default: the Predictor's, -5 5); "
-        "give the option with no angle for the crop alone",
+        "give the option with no angle for none (the crop and, unless --no-flip, its mirror image)",
     )
     a = ap.parse_args(argv)
     if a.compare:
