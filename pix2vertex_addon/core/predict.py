@@ -77,12 +77,14 @@ class Predictor:
         (x -> -x for xyz, u -> 1 - u for the correspondence; the template is mirror-symmetric and
         the crop's principal point is its centre, so both maps are exact). On the 500 held-out
         test images it lowered the mean depth error by 5 % and the correspondence median by 7 %
-        (MODEL_CARD.md), for twice the network time (about 0.06 s per crop on 2 cores); default on.
+        (docs/networks.md), for twice the work (0.035 s per crop against 0.032 on 2 cores: one batch);
+        default on.
     rotations : sequence of float
         In-plane angles (degrees) of extra views: the crop turned about its centre (a camera
         rolled about its optical axis, so the maps turn back exactly), each also mirrored when
         ``flip_average``; all views are averaged in the crop's frame. ``()``: no turned views.
-        The default (-5, 5) triples the network time (docs/networks.md has what it buys).
+        The default (-5, 5) costs about four times the network time of the mirrored pair (0.14 s
+        per crop on 2 cores); docs/networks.md has what it buys.
     """
 
     def __init__(
