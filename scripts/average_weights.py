@@ -16,8 +16,6 @@ with ``evaluate --split val`` and ``evaluate --compare``, never on the test spli
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -69,12 +67,11 @@ def recompute_bn(
 
 
 def main(argv=None) -> int:
-    import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from pix2vertex_addon.core.nets import define_net
     from pix2vertex_addon.core.predict import load_config
-    from pix2vertex_addon.training.export import MAX_FILE_MIB, sha256
+    from pix2vertex_addon.training.export import write_weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", nargs="+", required=True, help="exported weights folders to average")
@@ -101,38 +98,19 @@ def main(argv=None) -> int:
         recompute_bn(nets, arch["resolution"], a.bn_samples, threads=a.threads)
 
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files, hashes, sizes = {}, {}, {}
-    for name, net in nets.items():
-        sd = {
-            k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
-            for k, v in net.state_dict().items()
-            if not k.endswith("num_batches_tracked")
-        }
-        fn = f"{name}.safetensors"
-        tmp = out / (fn + ".tmp")
-        save_file(sd, str(tmp), metadata={"network": name, "averaged": str(len(a.weights))})
-        mib = os.path.getsize(tmp) / 2**20
-        if mib > MAX_FILE_MIB:
-            tmp.unlink()
-            raise SystemExit(f"{fn} would be {mib:.1f} MiB > {MAX_FILE_MIB} MiB")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / fn)
-        files[name], hashes[name], sizes[name] = fn, sha256(out / fn), round(mib, 2)
-    cfg = {
-        "architecture": arch,
-        "xyz_scale_mm": cfgs[0].get("xyz_scale_mm", 100.0),
-        "files": files,
-        "sha256": hashes,
-        "size_mib": sizes,
-        "source": {
-            "averaged": [{"weights": str(w), "source": c.get("source")} for w, c in zip(a.weights, cfgs)],
-            "bn_recomputed_samples": a.bn_samples,
-        },
-    }
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, out / "config.json")
+    try:
+        write_weights(
+            out,
+            {name: net.state_dict() for name, net in nets.items()},
+            arch,
+            {
+                "averaged": [{"weights": str(w), "source": c.get("source")} for w, c in zip(a.weights, cfgs)],
+                "bn_recomputed_samples": a.bn_samples,
+            },
+            metadata={"averaged": str(len(a.weights))},
+        )
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     print(f"wrote {out}: average of {len(a.weights)} folders, BatchNorm statistics "
           + (f"recomputed from {a.bn_samples} renders" if a.bn_samples else "averaged"))
     return 0

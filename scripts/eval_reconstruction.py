@@ -4,8 +4,8 @@
         [--split test|val] [--rotations [DEG ...]] [--no-flip] [--true-maps]
     .venv/bin/python scripts/eval_reconstruction.py --compare OUT_A OUT_B
 
-Each synthetic image is its own crop (the detector is skipped, so detection does not enter the
-figures); the networks predict the maps, the template is fitted to them (affine RANSAC and
+Each synthetic image is its own crop (tests/oracle.py stands in for the detector, so detection
+does not enter the figures; ``--true-maps`` also for the networks); the networks predict the maps, the template is fitted to them (affine RANSAC and
 non-rigid ICP, no detail step) and the registered vertices are compared with the true vertices
 of the rendered face (same topology, label frame, mm). Per image, over the vertices visible in
 the true render (in front, inside the true mask, not occluded):
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 KEYS = ("v_mean", "v_median", "shape_mean", "shape_median", "all_shape_mean", "visible_share")
 LABELS = {
@@ -92,46 +93,29 @@ def image_errors(rec_vertices: np.ndarray, sample: dict) -> dict:
     }
 
 
-class _TrueMaps:
-    """The rendered sample's own maps in place of the networks (``--true-maps``): the registration's
-    floor on the same images."""
-
-    flip_average, rotations, sample = False, (), None
-
-    def __init__(self, resolution: int):
-        self.resolution = resolution
-
-    def predict(self, crop) -> dict:
-        s = self.sample
-        return {"xyz": s["xyz"].copy(), "mask": s["mask"].astype(np.float32), "corr": s["corr"].copy()}
-
-
 def run(a) -> dict:
-    from pix2vertex_addon.core.detect import DetectedFace
+    from pix2vertex_addon.core import detect
     from pix2vertex_addon.core.pipeline import Pipeline, PipelineOptions
-    from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor
+    from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor, default_weights_dir, load_config
     from pix2vertex_addon.training.data import SynthFaces
 
+    from oracle import OracleDetector, OraclePredictor  # tests/oracle.py: the true maps of a sample
+
     rot = DEFAULT_ROTATIONS if a.rotations is None else tuple(a.rotations)
-    pred = (
-        _TrueMaps(Predictor(a.weights, threads=1, flip_average=False, rotations=()).resolution)
-        if a.true_maps
-        else Predictor(a.weights, threads=a.threads, flip_average=not a.no_flip, rotations=rot)
-    )
-    pipe = Pipeline(predictor=pred, detector=object(), threads=a.threads)
+    weights = Path(a.weights) if a.weights else default_weights_dir()
+    resolution = int(load_config(weights)["architecture"]["resolution"])
+    pred = None if a.true_maps else Predictor(weights, threads=a.threads, flip_average=not a.no_flip, rotations=rot)
+    pipe = Pipeline(predictor=pred or object(), detector=object(), threads=a.threads)
     opts = PipelineOptions(detail=False)
-    ds = SynthFaces(a.split, pred.resolution, a.n)
+    ds = SynthFaces(a.split, resolution, a.n)
     per = {k: [] for k in KEYS}
     failed = 0
     t0 = time.perf_counter()
     for i in range(a.n):
         s = ds.raw(i)
-        if a.true_maps:
-            pred.sample = s
-        R = s["image"].shape[0]
-        lm = np.asarray(s["landmarks_2d"], np.float64)
-        face = DetectedFace(box=np.r_[lm.min(0), lm.max(0)], score=1.0, landmarks_478=lm, landmarks_68=lm,
-                            crop=(0.0, 0.0, float(R)))
+        if a.true_maps:  # the registration's floor on the same images
+            pipe.predictor = OraclePredictor(s)
+        face = OracleDetector(s, detect).detect(s["image"])[0]  # the image is its own crop
         try:
             rec = pipe.reconstruct_face(s["image"], face, opts, lambda f, st: None, None)
         except ValueError as e:  # ReconstructionError: the networks found no face
@@ -148,9 +132,9 @@ def run(a) -> dict:
         "n_images": a.n,
         "failed": failed,
         "split": a.split,
-        "weights": "true maps (registration alone)" if a.true_maps else str(pred.weights_dir),
-        "flip_average": pred.flip_average,
-        "rotations": list(pred.rotations),
+        "weights": "true maps (registration alone)" if pred is None else str(pred.weights_dir),
+        "flip_average": pred is not None and pred.flip_average,
+        "rotations": [] if pred is None else list(pred.rotations),
         "seconds_per_image": (time.perf_counter() - t0) / a.n,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         **{k: float(np.nanmean(v)) for k, v in per.items()},
@@ -174,32 +158,16 @@ def run(a) -> dict:
     return res
 
 
-def compare(dir_a, dir_b, n_boot: int = 2000) -> str:
+def compare(dir_a, dir_b) -> str:
+    """Paired comparison of two runs on the same images (``evaluate --compare``'s statistics)."""
+    from pix2vertex_addon.training.evaluate import compare_markdown, paired_rows
+
     a, b = np.load(Path(dir_a) / "per_image.npz"), np.load(Path(dir_b) / "per_image.npz")
     if str(a["split"]) != str(b["split"]) or len(a["v_mean"]) != len(b["v_mean"]):
         raise ValueError(f"not the same images: {dir_a} and {dir_b}")
-    n = len(a["v_mean"])
-    idx = np.random.default_rng(0).integers(0, n, (n_boot, n))
-    lines = [
-        f"# Paired comparison of reconstructions on {n} {a['split']} images",
-        "",
-        f"A: `{dir_a}`  ",
-        f"B: `{dir_b}`",
-        "",
-        "| metric | A | B | B - A | 95 % CI | images where B is better |",
-        "|---|---|---|---|---|---|",
-    ]
-    for k in KEYS[:-1]:
-        ok = np.isfinite(a[k]) & np.isfinite(b[k])
-        d = np.where(ok, b[k] - a[k], 0.0)
-        boot = d[idx].sum(1) / np.maximum(ok[idx].sum(1), 1)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
-        sig = "" if lo > 0 or hi < 0 else " (n.s.)"
-        lines.append(
-            f"| {LABELS[k]} | {a[k][ok].mean():.3f} | {b[k][ok].mean():.3f} | {d[ok].mean():+.3f} | "
-            f"[{lo:+.3f}, {hi:+.3f}]{sig} | {(d[ok] < 0).mean() * 100:.0f} % |"
-        )
-    return "\n".join(lines) + "\n"
+    rows = paired_rows(a, b, [(LABELS[k], k, True) for k in KEYS[:-1]])
+    cmp = {"a": str(dir_a), "b": str(dir_b), "n_images": len(a["v_mean"]), "split": str(a["split"]), "rows": rows}
+    return compare_markdown(cmp)
 
 
 def main(argv=None) -> int:

@@ -277,25 +277,14 @@ COMPARED = (
 )
 
 
-def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired comparison of two evaluations of the same test images (``per_image.npz`` of each).
-
-    For each metric: the mean over images for A and B, the difference B - A, its 95 % confidence
-    interval from a paired bootstrap over the images, and the share of images on which B is better.
-    """
-    a = np.load(Path(dir_a) / PER_IMAGE_FILE)
-    b = np.load(Path(dir_b) / PER_IMAGE_FILE)
-    split_a = str(a["split"]) if "split" in a.files else "test"
-    split_b = str(b["split"]) if "split" in b.files else "test"
-    if str(a["data"]) != str(b["data"]) or split_a != split_b or len(a["iou"]) != len(b["iou"]):
-        raise ValueError(
-            f"not the same images: {dir_a} has {len(a['iou'])} of {a['data']} ({split_a} split), "
-            f"{dir_b} has {len(b['iou'])} of {b['data']} ({split_b} split)"
-        )
-    n = len(a["iou"])
+def paired_rows(a, b, metrics, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Paired differences B - A of per-image values (``a[key]``, ``b[key]``: same images, same
+    order; NaN where an image has none) for each ``(label, key, lower_is_better)`` of ``metrics``,
+    with 95 % intervals from a bootstrap over the images."""
+    n = len(a[metrics[0][1]])
     idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
     rows = []
-    for label, key, lower in COMPARED:
+    for label, key, lower in metrics:
         va, vb = a[key], b[key]
         ok = np.isfinite(va) & np.isfinite(vb)
         d = np.where(ok, vb - va, 0.0)
@@ -314,6 +303,26 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
                 "lower_is_better": lower,
             }
         )
+    return rows
+
+
+def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison of two evaluations of the same test images (``per_image.npz`` of each).
+
+    For each metric: the mean over images for A and B, the difference B - A, its 95 % confidence
+    interval from a paired bootstrap over the images, and the share of images on which B is better.
+    """
+    a = np.load(Path(dir_a) / PER_IMAGE_FILE)
+    b = np.load(Path(dir_b) / PER_IMAGE_FILE)
+    split_a = str(a["split"]) if "split" in a.files else "test"
+    split_b = str(b["split"]) if "split" in b.files else "test"
+    if str(a["data"]) != str(b["data"]) or split_a != split_b or len(a["iou"]) != len(b["iou"]):
+        raise ValueError(
+            f"not the same images: {dir_a} has {len(a['iou'])} of {a['data']} ({split_a} split), "
+            f"{dir_b} has {len(b['iou'])} of {b['data']} ({split_b} split)"
+        )
+    n = len(a["iou"])
+    rows = paired_rows(a, b, COMPARED, n_boot, seed)
     return {"a": str(dir_a), "b": str(dir_b), "n_images": n, "split": split_a, "rows": rows}
 
 

@@ -34,19 +34,39 @@ def export(run_dir, out_dir, ckpt: str = "latest.pt") -> dict:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     opts = json.loads((run_dir / "opts.json").read_text())
     ck = torch.load(run_dir / ckpt, map_location="cpu", weights_only=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files, hashes, sizes = {}, {}, {}
     for name in ("geometry", "correspondence"):
         if name not in ck["nets"]:
             raise KeyError(f"{run_dir / ckpt} has no {name} network (trained with --nets {opts['nets']})")
+    return write_weights(
+        out_dir,
+        {name: ck["nets"][name] for name in ("geometry", "correspondence")},
+        {k: opts[k] for k in ("resolution", "ngf", "max_channels", "num_downs", "norm")},
+        {
+            "run": str(run_dir),
+            "checkpoint": ckpt,
+            "iter": int(ck["iter"]),
+            "train_time_s": round(float(ck.get("elapsed_s", 0.0))),
+        },
+        metadata={"iter": str(ck["iter"])},
+    )
+
+
+def write_weights(out_dir, state_dicts: dict, architecture: dict, source: dict, metadata=None) -> dict:
+    """Write one fp16 safetensors file per network (``state_dicts``: name -> state dict) and
+    ``config.json`` (architecture, sha256 and size of each file, ``source``) to ``out_dir``; each
+    file goes to a temporary name first and is renamed. ValueError if a file exceeds 16 MiB."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, hashes, sizes = {}, {}, {}
+    for name, state in state_dicts.items():
         sd = {
             k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
-            for k, v in ck["nets"][name].items()
+            for k, v in state.items()
             if not k.endswith("num_batches_tracked")
         }
         fn = f"{name}.safetensors"
         tmp = out_dir / (fn + ".tmp")
-        save_file(sd, str(tmp), metadata={"network": name, "iter": str(ck["iter"])})
+        save_file(sd, str(tmp), metadata={"network": name, **(metadata or {})})
         mib = os.path.getsize(tmp) / 2**20
         if mib > MAX_FILE_MIB:
             tmp.unlink()
@@ -55,17 +75,12 @@ def export(run_dir, out_dir, ckpt: str = "latest.pt") -> dict:
         os.replace(tmp, out_dir / fn)
         files[name], hashes[name], sizes[name] = fn, sha256(out_dir / fn), round(mib, 2)
     cfg = {
-        "architecture": {k: opts[k] for k in ("resolution", "ngf", "max_channels", "num_downs", "norm")},
+        "architecture": architecture,
         "xyz_scale_mm": 100.0,
         "files": files,
         "sha256": hashes,
         "size_mib": sizes,
-        "source": {
-            "run": str(run_dir),
-            "checkpoint": ckpt,
-            "iter": int(ck["iter"]),
-            "train_time_s": round(float(ck.get("elapsed_s", 0.0))),
-        },
+        "source": source,
     }
     tmp = out_dir / "config.json.tmp"
     tmp.write_text(json.dumps(cfg, indent=2))
