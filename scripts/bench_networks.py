@@ -123,23 +123,28 @@ def main(argv=None) -> int:
 
 
 def views_table(threads: int, repeats: int) -> None:
-    """Predictor.predict on one crop (shipped weights): single pass, the mirrored pair, and the
-    default six views (turned by -5/+5 degrees, each mirrored), measured in one run."""
+    """Predictor.predict on one crop (shipped weights): single pass, the mirrored pair, six views
+    (turned by -5/+5 degrees, each mirrored) and ten (also zoomed by 0.95/1.05), in one run."""
     import numpy as np
 
-    from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor
+    from pix2vertex_addon.core.predict import Predictor
 
     crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    rows = [("single pass", False, ()), ("crop + mirror", True, ()), ("default: 6 views", True, DEFAULT_ROTATIONS)]
+    rows = [
+        ("single pass", False, (), ()),
+        ("crop + mirror", True, (), ()),
+        ("turned -5/+5, mirrored", True, (-5.0, 5.0), ()),
+        ("turned and zoomed 0.95/1.05, mirrored", True, (-5.0, 5.0), (0.95, 1.05)),
+    ]
     print()
     print("| Predictor.predict, one crop | views | s (median) | x single |")
     print("|---|---|---|---|")
     base = None
-    for label, flip, rot in rows:
-        p = Predictor(threads=threads, flip_average=flip, rotations=rot)
+    for label, flip, rot, sca in rows:
+        p = Predictor(threads=threads, flip_average=flip, rotations=rot, scales=sca)
         t = timeit(lambda p=p: p.predict(crop), repeats)
         base = base or t
-        n = (2 if flip else 1) * (1 + len(rot))
+        n = (2 if flip else 1) * len(p.views)
         print(f"| {label} | {n} | {t:.3f} | {t / base:.1f} |", flush=True)
 
 

@@ -275,6 +275,60 @@ def test_predictor_rotated_views_map_back_exactly(tmp_path, flip):
     np.testing.assert_allclose(xyz, ref, rtol=0, atol=1e-3)
 
 
+class _RampNet(torch.nn.Module):
+    """A stand-in network that maps each pixel's colour to its outputs by a fixed linear map (a
+    1x1 convolution, so it commutes with any resampling). On an image whose colours are linear
+    ramps over the crop, every view's maps are linear too, so zooming a view and its maps back
+    (bilinear, exact on linear maps) must reproduce the unzoomed maps, values unchanged."""
+
+    def __init__(self, out_channels: int, offset):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, out_channels, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            for k in range(out_channels):
+                self.conv.weight[k, k % 3] = 0.2 + 0.1 * k
+            self.conv.bias.copy_(torch.as_tensor(offset, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_predictor_zoomed_views_map_back_exactly(tmp_path, flip):
+    """Each zoomed view (the crop magnified about its centre: a longer focal length, same label
+    frame) is shrunk back and its values kept; only where it covers the crop does it count."""
+    from pix2vertex_addon.core.predict import Predictor
+
+    _tiny_weights(tmp_path)
+    r = 32
+    ramp = np.arange(r) * 7 + 10  # uint8, linear
+    img = np.zeros((r, r, 3), np.uint8)
+    img[..., 0] = ramp[None, :]
+    img[..., 1] = ramp[:, None]
+    img[..., 2] = (np.arange(r)[:, None] + np.arange(r)[None, :]) * 3 + 20
+
+    def predictor(scales):
+        p = Predictor(tmp_path, threads=1, flip_average=flip, rotations=(), scales=scales)
+        p.nets["geometry"] = _RampNet(4, [0.0, 0.1, 0.5, 1.0])
+        p.nets["correspondence"] = _RampNet(3, [0.5, 0.5, 0.5])
+        return p
+
+    ref = predictor(()).predict_batch(img[None], apply_mask=False)[0]
+    p = predictor((0.9, 1.3))  # 1.3: a band of about 4 px it does not cover
+    assert p.views == ((0.0, 1.0), (0.0, 0.9), (0.0, 1.3))
+    out = p.predict_batch(img[None], apply_mask=False)[0]
+    inner = (slice(2, -2), slice(2, -2))  # the zoomed-out view's edge pixels sample its padding
+    # the maps do vary (with mirroring, x of this mirror-blind stand-in averages to 0)
+    assert ref["xyz"][inner][..., 1:].std(axis=(0, 1)).min() > 1.0 and ref["mask"].std() > 0.01
+    for k in ("xyz", "mask", "corr"):
+        np.testing.assert_allclose(out[k][inner], ref[k][inner], rtol=0, atol=2e-3)
+    # shrinking the views the wrong way (by s instead of 1 / s) would be far off
+    assert np.abs(out["xyz"][inner] - ref["xyz"][inner]).max() < 0.01
+    with pytest.raises(ValueError, match="magnifications"):
+        Predictor(tmp_path, threads=1, scales=(2.0,))
+
+
 def test_predictor_rotations_default_and_validation(tmp_path):
     from pix2vertex_addon.core.predict import DEFAULT_ROTATIONS, Predictor
 

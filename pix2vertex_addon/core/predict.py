@@ -29,6 +29,8 @@ __all__ = ["Predictor", "get_predictor", "default_weights_dir", "load_config"]
 CONFIG_NAME = "config.json"
 # In-plane turns (degrees) of the extra views the Predictor averages by default (docs/networks.md).
 DEFAULT_ROTATIONS = (-5.0, 5.0)
+# Magnifications of the zoomed views it averages by default (none; docs/networks.md).
+DEFAULT_SCALES = ()
 
 
 def default_weights_dir() -> Path:
@@ -85,6 +87,11 @@ class Predictor:
         ``flip_average``; all views are averaged in the crop's frame. ``()``: no turned views.
         The default (-5, 5) costs about four times the network time of the mirrored pair (0.14 s
         per crop on 2 cores); docs/networks.md has what it buys.
+    scales : sequence of float
+        Magnifications of further views: the crop zoomed about its centre by each factor (a camera
+        with a longer or shorter focal length, so the maps shrink or grow back exactly and their
+        values stay: the label frame does not depend on the focal length), each also mirrored
+        when ``flip_average``. ``()`` (the default): none.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class Predictor:
         device: str = "cpu",
         flip_average: bool = True,
         rotations=DEFAULT_ROTATIONS,
+        scales=DEFAULT_SCALES,
     ):
         import torch
 
@@ -106,6 +114,9 @@ class Predictor:
         self.rotations = tuple(float(a) for a in rotations)
         if any(abs(a) > 30 for a in self.rotations):
             raise ValueError(f"rotations must be small in-plane angles in degrees (|a| <= 30), got {rotations}")
+        self.scales = tuple(float(s) for s in scales)
+        if any(not 0.7 <= s <= 1.4 for s in self.scales):
+            raise ValueError(f"scales must be magnifications near 1 (0.7 to 1.4), got {scales}")
         self.device = torch.device(device)
         torch.set_num_threads(self.threads)
         a = self.config["architecture"]
@@ -124,6 +135,15 @@ class Predictor:
             load_weights_into(net, self.weights_dir / self.config["files"][name])
             self.nets[name] = net.to(self.device).eval()
         self._lock = threading.Lock()
+
+    @property
+    def views(self) -> tuple:
+        """(angle in degrees, magnification) of each view before mirroring, the crop itself first."""
+        return (
+            ((0.0, 1.0),)
+            + tuple((a, 1.0) for a in self.rotations if a)
+            + tuple((0.0, s) for s in self.scales if s != 1.0)
+        )
 
     def _prepare(self, crop) -> np.ndarray:
         crop = np.asarray(crop)
@@ -158,11 +178,10 @@ class Predictor:
 
         x0 = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
         b = len(x0)
-        angles = (0.0,) + tuple(a for a in self.rotations if a)
+        views = self.views
         with self._lock, torch.inference_mode():
             torch.set_num_threads(self.threads)
-            views = [x0 if a == 0.0 else _rotate(x0, a, "reflection") for a in angles]
-            x = torch.cat(views)
+            x = torch.cat([x0 if v == (0.0, 1.0) else _warp(x0, *v, "reflection") for v in views])
             if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
                 x = torch.cat([x, torch.flip(x, dims=[3])])
             g = self.nets["geometry"](x).float()
@@ -173,8 +192,8 @@ class Predictor:
                 gf[:, 0].neg_()  # x right -> left
                 cf[:, 0].mul_(-1.0).add_(1.0)  # canonical u -> 1 - u
                 g, c = (g[:n] + gf) * 0.5, (c[:n] + cf) * 0.5
-            if len(angles) > 1:
-                g, c = _unrotate_average(g, c, angles, b)
+            if len(views) > 1:
+                g, c = _unwarp_average(g, c, views, b)
             g, c = g.cpu().numpy(), c.cpu().numpy()
         out = []
         for k in range(len(g)):
@@ -194,45 +213,49 @@ class Predictor:
         return out
 
 
-def _rotation_theta(angle_deg: float, n: int):
+def _warp_theta(angle_deg: float, scale: float, n: int):
     import math
 
     import torch
 
     t = math.radians(angle_deg)
-    return torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]]).expand(n, 2, 3)
+    c, s = math.cos(t) / scale, math.sin(t) / scale
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0]]).expand(n, 2, 3)
 
 
-def _rotate(x, angle_deg: float, padding: str):
-    """Resample (N, C, R, R) maps so that the content turns by ``angle_deg`` about the centre
-    (the crop's principal point); ``-angle_deg`` undoes it."""
+def _warp(x, angle_deg: float, scale: float, padding: str):
+    """Resample (N, C, R, R) maps so that the content turns by ``angle_deg`` and grows by
+    ``scale`` about the centre (the crop's principal point); ``(-angle_deg, 1 / scale)`` undoes it."""
     import torch.nn.functional as F
 
-    grid = F.affine_grid(_rotation_theta(angle_deg, len(x)).to(x), list(x.shape), align_corners=False)
+    grid = F.affine_grid(_warp_theta(angle_deg, scale, len(x)).to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
-def _unrotate_average(g, c, angles, b: int):
-    """Average the predictions of the rotated views (``g``, ``c`` stacked view by view, ``b`` crops
-    each, the first view unrotated) in the frame of the unrotated crop.
+def _unwarp_average(g, c, views, b: int):
+    """Average the predictions of the views (``g``, ``c`` stacked view by view, ``b`` crops each;
+    ``views`` as :attr:`Predictor.views`, the first the crop itself) in the frame of the crop.
 
     A view of the crop turned by ``a`` about its centre is the image of a camera rolled about its
     optical axis, so its maps are exact after turning them back by ``-a`` and turning their xyz
-    vectors in the image plane (x right, y down) by ``a``; the correspondence is frame-free. Each
-    view counts only where it covers the crop (its corners fall outside)."""
+    vectors in the image plane (x right, y down) by ``a``. A view zoomed by ``s`` is the image of
+    the same camera with an ``s`` times longer focal length: its maps shrink back by ``1 / s`` and
+    their values stay. The correspondence is frame-free. Each view counts only where it covers the
+    crop (a turned view's corners, a magnified view's border fall outside)."""
     import math
 
     import torch
 
     gs, cs, ws = [g[:b]], [c[:b]], [torch.ones_like(g[:b, :1])]
-    for k, a in enumerate(angles[1:], start=1):
-        gk = _rotate(g[k * b : (k + 1) * b], -a, "border")
-        ck = _rotate(c[k * b : (k + 1) * b], -a, "border")
-        wk = (_rotate(torch.ones_like(gk[:, :1]), -a, "zeros") > 0.999).to(gk)
-        t = math.radians(a)
-        gx, gy = gk[:, 0].clone(), gk[:, 1].clone()
-        gk[:, 0] = math.cos(t) * gx - math.sin(t) * gy
-        gk[:, 1] = math.sin(t) * gx + math.cos(t) * gy
+    for k, (a, s) in enumerate(views[1:], start=1):
+        gk = _warp(g[k * b : (k + 1) * b], -a, 1.0 / s, "border")
+        ck = _warp(c[k * b : (k + 1) * b], -a, 1.0 / s, "border")
+        wk = (_warp(torch.ones_like(gk[:, :1]), -a, 1.0 / s, "zeros") > 0.999).to(gk)
+        if a:
+            t = math.radians(a)
+            gx, gy = gk[:, 0].clone(), gk[:, 1].clone()
+            gk[:, 0] = math.cos(t) * gx - math.sin(t) * gy
+            gk[:, 1] = math.sin(t) * gx + math.cos(t) * gy
         gs.append(gk * wk)
         cs.append(ck * wk)
         ws.append(wk)
@@ -245,17 +268,21 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_predictor(
-    weights_dir=None, threads: int = 2, flip_average: bool = True, rotations=DEFAULT_ROTATIONS
+    weights_dir=None, threads: int = 2, flip_average: bool = True, rotations=DEFAULT_ROTATIONS,
+    scales=DEFAULT_SCALES,
 ) -> Predictor:
-    """A process-wide :class:`Predictor` per (weights folder, threads, flip_average, rotations),
-    built on first use."""
+    """A process-wide :class:`Predictor` per (weights folder, threads, flip_average, rotations,
+    scales), built on first use."""
     key = (
         str(Path(weights_dir).resolve()) if weights_dir else str(default_weights_dir()),
         int(threads),
         bool(flip_average),
         tuple(float(a) for a in rotations),
+        tuple(float(s) for s in scales),
     )
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Predictor(weights_dir, threads, flip_average=flip_average, rotations=rotations)
+            _CACHE[key] = Predictor(
+                weights_dir, threads, flip_average=flip_average, rotations=rotations, scales=scales
+            )
         return _CACHE[key]

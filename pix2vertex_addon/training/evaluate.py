@@ -6,8 +6,8 @@
     python -m pix2vertex_addon.training.evaluate --compare OUT_A OUT_B [--out DIR]  # paired, with CIs
 
 ``--split val`` evaluates on the validation split instead: use it to choose anything (weights,
-inference settings), and the test split only to report. ``--rotations`` / ``--no-flip`` set the
-Predictor's views (default: its own, six views).
+inference settings), and the test split only to report. ``--rotations`` / ``--scales`` /
+``--no-flip`` set the Predictor's views (default: its own).
 
 Reports (Sela et al. 2017, Table 1 protocol): per image, the absolute depth error in percent of
 the ground-truth depth range after a RANSAC fit of a global scale and shift along the depth axis,
@@ -153,6 +153,7 @@ def evaluate(
         "net_seconds_per_image": t_net / max(1, len(per["iou"])),
         "flip_average": bool(getattr(predictor, "flip_average", False)),
         "rotations": [float(a) for a in getattr(predictor, "rotations", ())],
+        "scales": [float(x) for x in getattr(predictor, "scales", ())],
         "data": data,
         "split": split,
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -178,16 +179,21 @@ def evaluate(
 
 def views_text(res: dict) -> str:
     rot = [a for a in res.get("rotations", []) if a]
+    sca = [x for x in res.get("scales", []) if x != 1.0]
     flip = res.get("flip_average")
-    if not rot:
+    if not rot and not sca:
         return (
             "predictions averaged with those of the mirrored crop."
             if flip
             else "single pass, no mirrored-crop averaging (--no-flip)."
         )
-    views = ", ".join(f"{a:+g}" for a in rot)
+    kinds = []
+    if rot:
+        kinds.append("turned by " + ", ".join(f"{a:+g}" for a in rot) + " degrees")
+    if sca:
+        kinds.append("zoomed by " + ", ".join(f"{x:g}" for x in sca))
     return (
-        f"predictions averaged over the crop and its views turned by {views} degrees"
+        f"predictions averaged over the crop and its views {' and '.join(kinds)}"
         + (", each also mirrored." if flip else " (no mirroring).")
     )
 
@@ -351,13 +357,13 @@ def compare_markdown(cmp: dict) -> str:
 class _CheckpointPredictor:
     """A Predictor built from a run folder's checkpoint via a temporary fp16 export."""
 
-    def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True, rotations=()):
+    def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True, rotations=(), scales=()):
         from ..core.predict import Predictor
         from .export import export
 
         d = tempfile.mkdtemp(prefix="p2v_eval_")
         export(run, d, ckpt)
-        return Predictor(d, threads, flip_average=flip_average, rotations=rotations)
+        return Predictor(d, threads, flip_average=flip_average, rotations=rotations, scales=scales)
 
 
 def main(argv=None) -> int:
@@ -390,6 +396,10 @@ def main(argv=None) -> int:
         help="in-plane angles of extra views to average (default: the Predictor's, -5 5); "
         "give the option with no angle for none (the crop and, unless --no-flip, its mirror image)",
     )
+    ap.add_argument(
+        "--scales", type=float, nargs="*", default=None, metavar="S",
+        help="magnifications of zoomed views to average as well (default: the Predictor's, none)",
+    )
     a = ap.parse_args(argv)
     if a.compare:
         cmp = compare(*a.compare)
@@ -403,14 +413,15 @@ def main(argv=None) -> int:
         return 0
     if not a.out:
         ap.error("--out is required to evaluate weights")
-    from ..core.predict import DEFAULT_ROTATIONS, Predictor
+    from ..core.predict import DEFAULT_ROTATIONS, DEFAULT_SCALES, Predictor
 
     flip = not a.no_flip
     rot = DEFAULT_ROTATIONS if a.rotations is None else tuple(a.rotations)
+    sca = DEFAULT_SCALES if a.scales is None else tuple(a.scales)
     pred = (
-        Predictor(a.weights, a.threads, flip_average=flip, rotations=rot)
+        Predictor(a.weights, a.threads, flip_average=flip, rotations=rot, scales=sca)
         if a.weights
-        else _CheckpointPredictor(a.run, a.ckpt, a.threads, flip, rot)
+        else _CheckpointPredictor(a.run, a.ckpt, a.threads, flip, rot, sca)
     )
     res = evaluate(pred, a.data, a.n, a.out, split=a.split)
     print(json.dumps(res, indent=2))
