@@ -181,7 +181,7 @@ class Predictor:
         views = self.views
         with self._lock, torch.inference_mode():
             torch.set_num_threads(self.threads)
-            x = torch.cat([x0 if v == (0.0, 1.0) else _warp(x0, *v, "reflection") for v in views])
+            x = torch.cat([x0 if v == (0.0, 1.0) else _warp(x0, v[0], v[1], "reflection") for v in views])
             if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
                 x = torch.cat([x, torch.flip(x, dims=[3])])
             g = self.nets["geometry"](x).float()
