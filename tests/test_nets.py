@@ -323,8 +323,6 @@ def test_predictor_zoomed_views_map_back_exactly(tmp_path, flip):
     assert ref["xyz"][inner][..., 1:].std(axis=(0, 1)).min() > 1.0 and ref["mask"].std() > 0.01
     for k in ("xyz", "mask", "corr"):
         np.testing.assert_allclose(out[k][inner], ref[k][inner], rtol=0, atol=2e-3)
-    # shrinking the views the wrong way (by s instead of 1 / s) would be far off
-    assert np.abs(out["xyz"][inner] - ref["xyz"][inner]).max() < 0.01
     with pytest.raises(ValueError, match="magnifications"):
         Predictor(tmp_path, threads=1, scales=(2.0,))
 
