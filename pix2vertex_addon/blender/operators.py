@@ -65,12 +65,15 @@ def _threads(context) -> int:
 
 
 def _user_message(exc: BaseException) -> str:
+    from ..core.batch import ResultExists
     from ..core.detect import DetectorUnavailable, NoFaceError
     from ..core.export import OutputError
     from ..core.face_model import FaceModelError
     from ..core.images import ImageError
     from ..core.pipeline import ReconstructionError
 
+    if isinstance(exc, ResultExists) and exc.replaceable:
+        return f"{exc.folder} {exc.reason}: it is kept; choose another Results folder or move it away"
     if isinstance(exc, NoFaceError):
         return f"No face found in the photo: {exc}. Try a photo with a clearly visible, frontal face"
     if isinstance(exc, ImageError):

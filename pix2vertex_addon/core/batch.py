@@ -83,7 +83,13 @@ def image_suffixes() -> set[str]:
 
 
 class ResultExists(OutputError):
-    """A result folder is in the way: another photo's result, an outdated one, or not a result."""
+    """A result folder is in the way: another photo's result, an outdated one (``replaceable``:
+    overwrite would replace it), or a folder that is not a result."""
+
+    def __init__(self, folder: Path, reason: str, replaceable: bool):
+        hint = "not replaced (use overwrite to replace it)" if replaceable else "it is left alone"
+        super().__init__(f"{folder} {reason}: {hint}")
+        self.folder, self.reason, self.replaceable = folder, reason, replaceable
 
 
 @dataclass
@@ -304,14 +310,14 @@ def _check_target(folder: Path, wanted: dict, overwrite: bool, replace_own: bool
     if not folder.exists() and not folder.is_symlink():
         return None
     if folder.is_symlink() or not folder.is_dir() or not (folder / "report.json").is_file():
-        raise ResultExists(f"{folder} exists and is not a pix2vertex result: it is left alone "
-                           "(move it away or choose another output folder)")
+        raise ResultExists(folder, "exists and is not a pix2vertex result (move it away or choose another "
+                           "output folder)", replaceable=False)
     recorded = read_identity(folder)
     reason = identity_mismatch(recorded, wanted)
     own = recorded is not None and all((recorded.get("input") or {}).get(k) == wanted["input"].get(k)
                                        for k in ("path", "name"))
     if reason is not None and not overwrite and not (replace_own and own):
-        raise ResultExists(f"{folder} {reason}: not replaced (use overwrite to replace it)")
+        raise ResultExists(folder, reason, replaceable=True)
     return reason or ""
 
 
