@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_blender_reconstruct import oracle, photo, sample, scene_with_template  # noqa: F401 - fixtures
 
 from conftest import addon_module
-from test_blender_reconstruct import oracle, photo, sample, scene_with_template  # noqa: F401 - fixtures
 
 
 def test_reconstruct_report_matches_the_batch(scene_with_template, oracle, photo, tmp_path):  # noqa: F811
