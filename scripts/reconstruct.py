@@ -50,6 +50,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _missing_package(exc: ImportError) -> str:
+    return (f"a runtime package is missing or broken ({exc}); install them with "
+            "'python3 vendor_install.py' (or 'blender -b -P vendor_install.py')")
+
+
 def _setup_pipeline(args: argparse.Namespace):
     """The pipeline, or one line saying what in the set-up is wrong (weights, face model, runtime
     packages): never a traceback."""
@@ -58,8 +63,7 @@ def _setup_pipeline(args: argparse.Namespace):
 
         return Pipeline(args.face_model, args.weights, threads=args.threads), ""
     except ImportError as exc:
-        return None, (f"a runtime package is missing or broken ({exc}); install them with "
-                      "'python3 vendor_install.py' (or 'blender -b -P vendor_install.py')")
+        return None, _missing_package(exc)
     except (OSError, ValueError) as exc:  # FaceModelError, WeightsError, DetectorUnavailable, missing files
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any other set-up failure is still one line
@@ -74,11 +78,15 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the result being written is removed
-    import_addon()
-    from pix2vertex_addon.core.batch import gather_inputs, run_batch
-    from pix2vertex_addon.core.detect import DetectorUnavailable
-    from pix2vertex_addon.core.export import OutputError
-    from pix2vertex_addon.core.pipeline import PipelineOptions
+    try:
+        import_addon()
+        from pix2vertex_addon.core.batch import gather_inputs, run_batch
+        from pix2vertex_addon.core.detect import DetectorUnavailable
+        from pix2vertex_addon.core.export import OutputError
+        from pix2vertex_addon.core.pipeline import PipelineOptions
+    except ImportError as exc:
+        print(f"error: {_missing_package(exc)}", file=sys.stderr)
+        return 2
 
     inputs = args.inputs or [str(default_input())]
     found = gather_inputs(inputs, recursive=args.recursive)

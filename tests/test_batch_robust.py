@@ -252,3 +252,64 @@ def test_permission_denied_is_not_called_a_corrupt_image(tmp_path, sample, monke
     with pytest.raises(ImageError) as err:
         load_image(p)
     assert "Permission denied" in str(err.value) and "corrupt" not in str(err.value)
+
+
+class _ThreeFaces:
+    """Detector stand-in: the sample's face three times (the third one's networks see no face)."""
+
+    def __init__(self, oracle_detector):
+        self.inner = oracle_detector
+
+    def detect_with_notes(self, rgb, all_faces=False):
+        faces = self.inner.detect(rgb) * 3
+        return (faces if all_faces else faces[:1]), ([] if all_faces else ["2 more face(s) in the photo were "
+                                                                             "not reconstructed"])
+
+
+class _BlindOnThird:
+    def __init__(self, inner):
+        self.inner, self.calls, self.resolution = inner, 0, inner.resolution
+
+    def predict(self, crop):
+        self.calls += 1
+        maps = self.inner.predict(crop)
+        if self.calls % 3 == 0:
+            maps["mask"][:] = 0.0
+        return maps
+
+
+def test_every_face_found_is_reconstructed_or_reported(tmp_path, sample, face_model):
+    from pix2vertex_addon.core.pipeline import Pipeline, PipelineOptions
+
+    base = oracle_pipeline(sample, face_model)
+    pipe = Pipeline(face_model, detector=_ThreeFaces(base.detector), predictor=_BlindOnThird(base.predictor))
+    photo = _save(tmp_path / "in" / "group.png", sample["image"])
+    rep = run_batch(pipe, [photo], tmp_path / "out", PipelineOptions(all_faces=True))
+    assert [Path(f).name for f in rep.done[0][1]] == ["group", "group_face2"]
+    notes = " ".join(n for _, n in rep.notes)
+    assert "face 3 of 3 was not reconstructed" in notes and "almost no face" in notes
+    assert "face 3 of 3" in " ".join(json.loads((tmp_path / "out" / "group" / "report.json").read_text())["warnings"])
+    rep = run_batch(pipe, [photo], tmp_path / "out1")
+    assert len(rep.done[0][1]) == 1 and "2 more face(s)" in " ".join(n for _, n in rep.notes)
+
+
+@pytest.mark.slow
+def test_no_face_message_states_the_size_this_photo_needs():
+    """A 100-pixel face in a 4000 x 3000 photo is missed (measured); the message must not claim
+    that 40 pixels are enough."""
+    import numpy as np
+
+    from pix2vertex_addon.core.detect import FaceDetector, NoFaceError
+    from pix2vertex_addon.core.images import load_image
+
+    from photos import photo_paths
+
+    rgb, _ = load_image(photo_paths()["astronaut"])  # its face is about 92 px across
+    canvas = np.full((3000, 4000, 3), 110, np.uint8)
+    canvas[:512, :512] = rgb
+    det = FaceDetector()
+    with pytest.raises(NoFaceError) as err:
+        det.detect(canvas)
+    size = int(str(err.value).split("at least about ")[1].split()[0])
+    assert size > 92 and "4000x3000" in str(err.value)
+    det.close()

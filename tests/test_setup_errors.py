@@ -5,6 +5,7 @@ exit status 2, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -93,9 +94,10 @@ def test_face_model_indices_out_of_range_are_a_clear_error(tmp_path, face_model,
         load_face_model(path)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / "reconstruct.py"), *args, "--quiet"],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.mark.slow
@@ -110,9 +112,14 @@ def test_command_line_set_up_failures_are_one_line_and_status_2(tmp_path, face_m
         "bad face model": ["--face-model", str(_model_with(tmp_path, face_model, face_uvs=_set_first(10**6)))],
         "missing face model": ["--face-model", str(tmp_path / "none.npz")],
         "unwritable output": ["--output", "/proc/p2v-results"],
+        "broken runtime package": [],
     }
+    fake = tmp_path / "fake" / "scipy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('scipy is broken (test stand-in)')\n")
     for case, extra in cases.items():
-        r = _cli(str(photo), "--output", str(tmp_path / "out"), *extra, cwd=tmp_path)
+        env = {"PYTHONPATH": str(fake.parent)} if case == "broken runtime package" else None
+        r = _cli(str(photo), "--output", str(tmp_path / "out"), *extra, cwd=tmp_path, env=env)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2, (case, r.returncode, r.stderr[-2000:])
         assert "Traceback" not in r.stderr + r.stdout, (case, r.stderr[-2000:])

@@ -164,16 +164,27 @@ class Pipeline:
         report = progress or (lambda f, s: None)
         report(0.0, "detect")
         t0 = time.perf_counter()
-        faces = self.detector.detect(rgb, all_faces=opts.all_faces)
+        with_notes = getattr(self.detector, "detect_with_notes", None)
+        faces, notes = (with_notes(rgb, all_faces=opts.all_faces) if with_notes is not None
+                        else (self.detector.detect(rgb, all_faces=opts.all_faces), []))
         t_detect = time.perf_counter() - t0
         out = []
         for i, face in enumerate(faces):
             def sub(frac: float, stage: str, i: int = i) -> None:
                 report((i + frac) / len(faces), stage)
 
-            rec = self.reconstruct_face(rgb, face, opts, sub, cancel)
+            try:
+                rec = self.reconstruct_face(rgb, face, opts, sub, cancel)
+            except ReconstructionError as exc:
+                if len(faces) == 1:
+                    raise
+                notes.append(f"face {i + 1} of {len(faces)} was not reconstructed: {exc}")
+                continue
             rec.seconds = {"detect": t_detect / len(faces), **rec.seconds}
             out.append(rec)
+        if not out:
+            raise ReconstructionError("; ".join(notes))
+        out[0].warnings[:0] = notes  # every face found is either reconstructed or named here
         report(1.0, "done")
         return out
 
