@@ -59,12 +59,16 @@ def _setup_pipeline(args: argparse.Namespace):
     """The pipeline, or one line saying what in the set-up is wrong (weights, face model, runtime
     packages): never a traceback."""
     try:
+        from pix2vertex_addon.core.face_model import FaceModelError
         from pix2vertex_addon.core.pipeline import Pipeline
 
-        return Pipeline(args.face_model, args.weights, threads=args.threads), ""
+        try:
+            return Pipeline(args.face_model, args.weights, threads=args.threads), ""
+        except FaceModelError as exc:
+            return None, str(exc)
     except ImportError as exc:
         return None, _missing_package(exc)
-    except (OSError, ValueError) as exc:  # FaceModelError, WeightsError, DetectorUnavailable, missing files
+    except (OSError, ValueError) as exc:  # WeightsError, DetectorUnavailable, missing files
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - any other set-up failure is still one line
         return None, f"cannot set up the reconstruction: {type(exc).__name__}: {exc}"
