@@ -114,3 +114,21 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(list(results) + ["user folder", "user notes.txt"]), names
     assert {k: v for k, v in _tree(out).items() if k.split("/")[0] not in results} == user_files
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_command_line_cleanly(tmp_path):
+    """SIGTERM is handled like Ctrl-C: status 130, the result being made is not left half-written,
+    the lock is released (the real networks and detector, on the default photo)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "reconstruct.py"), "-o", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / ".p2v.lock").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the lock appears once the networks are loaded and the batch starts
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr and "cancelled" in stderr
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
