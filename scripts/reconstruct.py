@@ -36,7 +36,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     ap.add_argument("--output", "-o", default="out", help="results folder (default: out)")
-    ap.add_argument("--overwrite", action="store_true", help="redo photos that already have results")
+    ap.add_argument("--overwrite", action="store_true", help="redo photos that have results, and replace results of other or changed "
+                    "photos in the way (never a folder that is not a result)")
     ap.add_argument("--recursive", action="store_true", help="look into sub-folders too")
     ap.add_argument("--all-faces", action="store_true", help="every face of a photo, not only the largest")
     ap.add_argument("--no-detail", action="store_true", help="skip the fine-detail stage")

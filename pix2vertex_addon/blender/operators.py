@@ -71,6 +71,7 @@ def _user_message(exc: BaseException) -> str:
     from ..core.face_model import FaceModelError
     from ..core.images import ImageError
     from ..core.pipeline import ReconstructionError
+    from ..core.predict import WeightsError
 
     if isinstance(exc, ResultExists) and exc.replaceable:
         return f"{exc.folder} {exc.reason}: it is kept; choose another Results folder or move it away"
@@ -78,7 +79,7 @@ def _user_message(exc: BaseException) -> str:
         return f"No face found in the photo: {exc}. Try a photo with a clearly visible, frontal face"
     if isinstance(exc, ImageError):
         return f"Cannot read the photo: {exc}"
-    if isinstance(exc, (FaceModelError, ReconstructionError, DetectorUnavailable, OutputError)):
+    if isinstance(exc, (FaceModelError, ReconstructionError, DetectorUnavailable, OutputError, WeightsError)):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"{exc}"
