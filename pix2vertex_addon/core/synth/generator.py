@@ -13,10 +13,11 @@ from PIL import Image, ImageFilter
 from ..correspondence import MODEL_TO_CAMERA
 from ..crop import crop_box_from_landmarks
 from ..face_model import N_IDENTITY, FaceModel, load_face_model
+from ..geometry.laplacian import vertex_normals
 from . import appearance as A
 from .hair import hair_layer
 from .mesh import SCLERA, RenderMesh, render_mesh
-from .raster import project, rasterize
+from .raster import interpolate_pixels, project, rasterize
 from .sampling import (
     identity_id_of_seed,
     rng_for,
@@ -59,21 +60,6 @@ def _place_camera(X_lm: np.ndarray, R: int, distance: float, scale: float, shift
         delta = shift - centre
         t[:2] += delta * P[:, 2].mean() / f
     return t, f
-
-
-def _vertex_normals(rm: RenderMesh, X: np.ndarray) -> np.ndarray:
-    tri = rm.triangles
-    Xf = X.astype(np.float32)
-    a = np.take(Xf, tri[:, 0], axis=0)
-    e1 = np.take(Xf, tri[:, 1], axis=0) - a
-    e2 = np.take(Xf, tri[:, 2], axis=0) - a
-    fn = np.empty_like(e1)
-    fn[:, 0] = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
-    fn[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
-    fn[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    n = rm.incidence @ fn
-    n /= np.sqrt(_dot3(n, n))[:, None] + 1e-12
-    return n
 
 
 def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -269,7 +255,7 @@ def generate_sample(
     app = A.sample_appearance(rng_for(seed, "appearance"))
     light = _sample_light(rng_for(seed, "light"))
     albedo, spec_w, hair_w = A.vertex_albedo(rm, app)
-    Nv = _vertex_normals(rm, X)
+    Nv = vertex_normals(X.astype(np.float32), rm.triangles, incidence=rm.incidence)
     canon = np.zeros((rm.n_vertices, 3), dtype=np.float32)
     canon[:nfv] = rm.canon
     attrs = np.concatenate([
@@ -446,17 +432,3 @@ def _safe_split(seed: int) -> str | None:
         return split_of_seed(seed)
     except ValueError:
         return None
-
-
-def interpolate_pixels(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Per-vertex values (V, C) interpolated with barycentrics (P, 3) over triangles (P, 3)."""
-    # v0 * b0 + v1 * b1 + v2 * b2, in place (the same operations, fewer temporary arrays)
-    out = np.take(values, corners[:, 0], axis=0)
-    out *= bary[:, 0:1]
-    tmp = np.take(values, corners[:, 1], axis=0)
-    tmp *= bary[:, 1:2]
-    out += tmp
-    np.take(values, corners[:, 2], axis=0, out=tmp)
-    tmp *= bary[:, 2:3]
-    out += tmp
-    return out
