@@ -98,3 +98,24 @@ def test_broken_link_is_noticed(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("see [gone](gone.md), docs/reference/nowhere.md and [here](page.md)\n")
     assert _broken_references(page) == ["docs/reference/nowhere.md", "gone.md"]
+
+
+# Lab-notebook traces that belong in docs/dev/history.md or the changelog, not in current docs.
+NOTEBOOK = re.compile(r"/work/|/tmp/|load average|this session|\b\w+(?:st|nd|rd|th) session\b", re.I)
+HISTORY = {"docs/CHANGELOG.md", "docs/dev/history.md"}
+
+
+def _notebook_traces(path: Path) -> list[str]:
+    return [m.group(0) for m in NOTEBOOK.finditer(path.read_text(encoding="utf-8"))]
+
+
+def test_current_docs_hold_no_lab_notebook_traces():
+    found = {rel: t for p in _doc_files()
+             if (rel := str(p.relative_to(REPO))) not in HISTORY and (t := _notebook_traces(p))}
+    assert not found, f"machine paths or session notes in current docs (move them to history): {found}"
+
+
+def test_lab_notebook_trace_is_noticed(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("Measured in the fourth session (load average 3) into /tmp/x.\n")
+    assert _notebook_traces(page) == ["fourth session", "load average", "/tmp/"]
