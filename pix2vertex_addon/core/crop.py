@@ -9,7 +9,7 @@ landmarks (pixels, x right, y down):
 
 The synthetic renderer places its camera so that the rendered face obeys this convention (with
 random jitter in scale and position), and the pipeline crops detected faces the same way, so
-the networks see at inference what they saw in training. See ``docs/conventions.md``.
+the networks see at inference what they saw in training. See ``docs/reference/conventions.md``.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class PipelineOptions:
 class FaceReconstruction:
     """One reconstructed face.
 
-    Attributes (units: mm unless said; "label frame": docs/conventions.md)
+    Attributes (units: mm unless said; "label frame": docs/reference/conventions.md)
     ----------
     face : DetectedFace (photo pixels).
     crop : (R, R, 3) uint8, the network input.

@@ -1,7 +1,7 @@
 """Geometry core: target mesh, robust affine fit, non-rigid registration, fine detail.
 
 numpy/scipy only (no ``bpy``); everything in **millimetres** in the label frame
-(docs/conventions.md). See docs/geometry.md for the algorithms, choices and benchmark figures.
+(docs/reference/conventions.md). See docs/reference/geometry.md for the algorithms, choices and benchmark figures.
 
 Typical use::
 

@@ -1,6 +1,6 @@
 """One synthetic training sample: image and pixel-aligned labels (no ``bpy``).
 
-See docs/synth.md for what is randomised and docs/conventions.md for the label contract.
+See docs/reference/synth.md for what is randomised and docs/reference/conventions.md for the label contract.
 """
 
 from __future__ import annotations

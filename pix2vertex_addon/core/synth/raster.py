@@ -1,6 +1,6 @@
 """Z-buffer triangle rasteriser with perspective-correct barycentrics (torch; no ``bpy``).
 
-Camera model (docs/conventions.md): pinhole, OpenCV frame (x right, y down, z forward), square
+Camera model (docs/reference/conventions.md): pinhole, OpenCV frame (x right, y down, z forward), square
 image of side ``R`` pixels, principal point at the image centre ``(R/2, R/2)``. Pixel coordinates
 are *continuous*: pixel ``(row r, col c)`` covers ``[c, c+1) x [r, r+1)`` and its centre is
 ``(c + 0.5, r + 0.5)``; a camera-frame point ``(x, y, z)`` projects to
