@@ -6,15 +6,19 @@
 INPUT: image files or folders of images (a batch). With no INPUT, the embedded default photo
 (scikit-image's astronaut) is used. Each photo's results go to DIR/<name>/ (face.obj, face.mtl,
 face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json). Finished photos
-are skipped unless --overwrite. A bad photo is reported and the batch goes on; the exit status
-is 0 only when every photo succeeded (1: some failed, 2: bad arguments or set-up, 130: cancelled).
+are skipped when their recorded input, options and weights match (a result of another photo or
+an outdated one is replaced only with --overwrite). A bad photo is reported and the batch goes on;
+one run at a time uses an output folder (--wait). The exit status is 0 only when every photo
+succeeded (1: some failed, 2: bad arguments, set-up or output folder, 130: cancelled).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,51 +44,76 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--face-model", default=None, help="ict_facekit.npz (default: $P2V_FACE_MODEL or ../shared)")
     ap.add_argument("--weights", default=None, help="network weights folder (default: the shipped ones)")
+    ap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="when another run uses the output folder, wait this long for it (default: fail at once)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
 
+def _setup_pipeline(args: argparse.Namespace):
+    """The pipeline, or one line saying what in the set-up is wrong (weights, face model, runtime
+    packages): never a traceback."""
+    try:
+        from pix2vertex_addon.core.pipeline import Pipeline
+
+        return Pipeline(args.face_model, args.weights, threads=args.threads), ""
+    except ImportError as exc:
+        return None, (f"a runtime package is missing or broken ({exc}); install them with "
+                      "'python3 vendor_install.py' (or 'blender -b -P vendor_install.py')")
+    except (OSError, ValueError) as exc:  # FaceModelError, WeightsError, DetectorUnavailable, missing files
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - any other set-up failure is still one line
+        return None, f"cannot set up the reconstruction: {type(exc).__name__}: {exc}"
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the result being written is removed
     import_addon()
-    from pix2vertex_addon.core.batch import collect_inputs, run_batch
+    from pix2vertex_addon.core.batch import gather_inputs, run_batch
     from pix2vertex_addon.core.detect import DetectorUnavailable
-    from pix2vertex_addon.core.face_model import FaceModelError
-    from pix2vertex_addon.core.pipeline import Pipeline, PipelineOptions
+    from pix2vertex_addon.core.export import OutputError
+    from pix2vertex_addon.core.pipeline import PipelineOptions
 
     inputs = args.inputs or [str(default_input())]
-    files, missing = collect_inputs(inputs, recursive=args.recursive)
-    if not files and not missing:
-        print(f"no images found in {', '.join(inputs)}", file=sys.stderr)
+    found = gather_inputs(inputs, recursive=args.recursive)
+    for path, reason in found.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not found.files and not found.problems:
+        print(f"error: no images found in {', '.join(inputs)}", file=sys.stderr)
         return 2
-    try:
-        pipeline = Pipeline(args.face_model, args.weights, threads=args.threads)
-    except (FaceModelError, FileNotFoundError, DetectorUnavailable, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    pipeline, why = _setup_pipeline(args)
+    if pipeline is None:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     opts = PipelineOptions(all_faces=args.all_faces, detail=not args.no_detail)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(files), unit="photo", disable=args.quiet, file=sys.stderr)
+    bar = tqdm(total=len(found.files), unit="photo", disable=args.quiet, file=sys.stderr)
 
     def progress(i: int, total: int, name: str, stage: str) -> None:
         bar.n = i
         bar.set_postfix_str(f"{name}: {stage}", refresh=True)
 
     try:
-        rep = run_batch(pipeline, files, args.output, opts, overwrite=args.overwrite, progress=progress,
-                        texture_size=args.texture_size)
+        rep = run_batch(pipeline, found.files, args.output, opts, overwrite=args.overwrite, progress=progress,
+                        texture_size=args.texture_size, names=found.names, lock_wait_s=args.wait)
     except KeyboardInterrupt:
         bar.close()
         print("cancelled: finished results are complete, nothing half-written was left", file=sys.stderr)
         return 130
-    except DetectorUnavailable as exc:
+    except (DetectorUnavailable, OutputError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bar.close()
-    rep.failed = missing + rep.failed
+    rep.failed = found.problems + rep.failed
     print(rep.summary())
     out = Path(args.output).resolve()
     for src, folders in rep.done:
@@ -94,7 +123,9 @@ def main(argv: list[str]) -> int:
         print(f"results in {out} (open face.obj in Blender or any 3D tool; report.json has the details)")
     if rep.cancelled:
         return 130
-    return 0 if rep.ok and not missing else 1
+    if rep.aborted:
+        return 2
+    return 0 if rep.ok else 1
 
 
 if __name__ == "__main__":

@@ -156,8 +156,12 @@ def test_cancelled_batch_leaves_only_whole_results(tmp_path, pipeline, sample):
 def test_output_names_are_unique():
     from pathlib import Path
 
-    names = output_names([Path("a/x.jpg"), Path("b/x.jpg"), Path("c/x.png"), Path("d/x.jpg")])
-    assert len(set(names)) == 4 and names[0] == "x"
+    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("c/x.png"), Path("d/x.jpg")]
+    names = output_names(files)
+    assert len(set(names)) == 4 and names[2] == "x_png"
+    # the name of a photo depends on the set of photos, never on their order
+    assert dict(zip(files, names)) == dict(zip(files[::-1], output_names(files[::-1])))
+    assert output_names([Path("a/x.jpg")]) == ["x"]
 
 
 def test_subdivided_corner_uvs(face_model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import deps, jobs, operators, panels, preferences, preview, properties
+from . import deps, jobs, operators, panels, preferences, preview, properties, scratch
 
 _MODULES = (preferences, properties, operators, panels)
 
@@ -20,11 +20,13 @@ def register() -> None:
             bpy.utils.register_class(cls)
     properties.register_properties()
     bpy.types.VIEW3D_MT_mesh_add.append(operators.menu_add_template)
+    scratch.register()
 
 
 def unregister() -> None:
     bpy.types.VIEW3D_MT_mesh_add.remove(operators.menu_add_template)
     jobs.release()
+    scratch.unregister()
     preview.unregister_previews()
     properties.unregister_properties()
     for mod in reversed(_MODULES):

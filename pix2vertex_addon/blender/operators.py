@@ -8,7 +8,7 @@ way the scene is changed only on the main thread, in one step, after the work su
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import traceback
 from pathlib import Path
 
@@ -65,12 +65,15 @@ def _threads(context) -> int:
 
 
 def _user_message(exc: BaseException) -> str:
+    from ..core.batch import ResultExists
     from ..core.detect import DetectorUnavailable, NoFaceError
     from ..core.export import OutputError
     from ..core.face_model import FaceModelError
     from ..core.images import ImageError
     from ..core.pipeline import ReconstructionError
 
+    if isinstance(exc, ResultExists) and exc.replaceable:
+        return f"{exc.folder} {exc.reason}: it is kept; choose another Results folder or move it away"
     if isinstance(exc, NoFaceError):
         return f"No face found in the photo: {exc}. Try a photo with a clearly visible, frontal face"
     if isinstance(exc, ImageError):
@@ -86,10 +89,11 @@ def _user_message(exc: BaseException) -> str:
 
 # -- reconstruct ----------------------------------------------------------------------------------
 def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
-    """Check the inputs (raises InputError) and start the reconstruction job."""
-    from ..core.images import load_image
+    """Check the inputs (raises InputError) and start the reconstruction job: the core's one
+    load -> reconstruct -> write path (:func:`..core.batch.reconstruct_photo`), as the batch uses."""
+    from ..core.batch import output_session, reconstruct_photo, safe_name
     from ..core.pipeline import PipelineOptions
-    from ..core.results import write_result
+    from . import scratch
 
     settings = context.scene.p2v
     from .mesh import has_template_topology
@@ -99,24 +103,18 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     name, source = _image_source(settings)
     model_path = _check_runtime(context)
     threads = _threads(context)
-    out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else Path(
-        tempfile.mkdtemp(prefix="p2v-"))
-    folder = out_root / bpy.path.clean_name(name)
+    out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else scratch.root()
+    folder_name = safe_name(name)
     opts = PipelineOptions(detail=True)
+    src = source if isinstance(source, str) else (name, source)
 
     def work(progress, cancel):
         progress(0.0, "loading the networks")
         pipe = jobs.get_pipeline(model_path, threads)
-        progress(0.05, "reading the photo")
-        if isinstance(source, str):
-            rgb, info = load_image(source)
-            meta = {"input": source, "image": {"size": info.size, "notes": info.notes}}
-        else:
-            rgb, meta = source, {"input": f"Blender image {name}"}
-        recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, s), cancel=cancel)
-        progress(0.88, "writing the results")
-        write_result(folder, rgb, recs[0], pipe.model.template, report=meta, overwrite=True)
-        return recs[0], folder, pipe.model.template
+        with output_session(out_root, [folder_name]):
+            res = reconstruct_photo(pipe, src, out_root, folder_name, opts, resume=False, replace_own=True,
+                                    progress=lambda f, s: progress(0.05 + 0.9 * f, s), cancel=cancel)
+        return res.recs[0], res.folders[0], pipe.model.template
 
     job = jobs.Job(f"reconstruct {name}", work)
     if run_in_thread:
@@ -129,6 +127,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
 def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
     """Apply a finished job's result on the main thread; report errors; return operator state."""
     from ..core.pipeline import Cancelled
+    from . import scratch
     from .apply import apply_reconstruction
 
     settings = context.scene.p2v
@@ -150,8 +149,13 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
         report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
         return {"CANCELLED"}
     made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
+    where = f"results in {folder}"
+    if scratch.is_scratch(folder):  # no Results folder set: the texture is packed, nothing else is kept
+        shutil.rmtree(folder, ignore_errors=True)
+        del obj["p2v_results"]
+        where = "no Results folder set, so no result files were kept"
     settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
-    report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; results in {folder}"
+    report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; {where}"
            + (f"; target mesh '{made['target']}'" if made["target"] else ""))
     for w in rec.warnings:
         report({"WARNING"}, w)
@@ -240,7 +244,7 @@ class P2V_OT_reconstruct(_ModalJob, bpy.types.Operator):
 
 # -- batch ----------------------------------------------------------------------------------------
 def start_batch(context, run_in_thread: bool) -> jobs.Job:
-    from ..core.batch import collect_inputs, run_batch
+    from ..core.batch import gather_inputs, run_batch
     from ..core.pipeline import PipelineOptions
 
     s = context.scene.p2v
@@ -250,9 +254,9 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
         raise InputError("Choose an output folder")
     src = Path(bpy.path.abspath(s.batch_input_dir))
     dst = Path(bpy.path.abspath(s.batch_output_dir))
-    files, _ = collect_inputs([src])
-    if not files:
-        raise InputError(f"No images in {src}")
+    found = gather_inputs([src])
+    if not found.files:
+        raise InputError(f"No images in {src}" + (f" ({found.problems[0][1]})" if found.problems else ""))
     model_path = _check_runtime(context)
     threads = _threads(context)
     overwrite = s.batch_overwrite
@@ -264,7 +268,11 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
         def prog(i, total, name, stage):
             progress(i / max(total, 1), f"{i}/{total} {name}: {stage}")
 
-        return run_batch(pipe, files, dst, PipelineOptions(), overwrite=overwrite, progress=prog, cancel=cancel)
+        rep = run_batch(pipe, found.files, dst, PipelineOptions(), overwrite=overwrite, progress=prog, cancel=cancel,
+                        names=found.names)
+        rep.failed = found.problems + rep.failed
+        rep.notes = found.skipped + rep.notes
+        return rep
 
     job = jobs.Job(f"batch {src.name}", work)
     return job.start() if run_in_thread else job.run_here()

@@ -8,21 +8,34 @@ expected; a finished result is only replaced when asked to (``overwrite``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["AtomicFolder", "OutputError", "write_obj", "write_json", "format_obj"]
+__all__ = ["AtomicFolder", "OutputError", "OutputLock", "LockedError", "check_output_folder", "clean_leftovers",
+           "write_obj", "write_json", "format_obj", "sha256_file", "LEFTOVER_RE", "MIN_FREE_BYTES"]
+
+LEFTOVER_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-[0-9a-f]{8}$")
+LOCK_NAME = ".p2v.lock"
+MIN_FREE_BYTES = 64 * 2**20  # a result is a few MB; refuse to start a batch with less than this free
 
 
 class OutputError(OSError):
     """The output folder cannot be written (read-only, missing, not a folder...)."""
+
+
+class LockedError(OutputError):
+    """Another run holds the output folder's lock."""
 
 
 class AtomicFolder:
@@ -66,6 +79,171 @@ class AtomicFolder:
                 os.replace(self._old, self.final)
             raise OutputError(f"cannot move the result into {self.final}: {e.strerror or e}") from e
         shutil.rmtree(self._old, ignore_errors=True)
+
+
+class OutputLock:
+    """An exclusive lock on an output folder, held by one batch (or one Blender Reconstruct) at a
+    time: ``with OutputLock(folder, wait_s=0):``.
+
+    The lock is an OS file lock on ``<folder>/.p2v.lock`` (``flock``; ``msvcrt`` on Windows), so the
+    system releases it when the holder dies, even by SIGKILL: a lock file left by a killed run is
+    recognised as stale simply because nobody holds it. The file records the holder's process id,
+    host and start time for the message a second run gets; it is removed on release.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], wait_s: float = 0.0, poll_s: float = 0.2):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self._fd: int | None = None
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            return f"process {info['pid']} on {info['host']}, since {info['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def acquire(self) -> OutputLock:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write in the output folder {self.folder}: {exc.strerror or exc}") from exc
+            if _try_lock(fd):
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except OSError:
+                    same = False
+                if same:  # not a file that its last holder removed after we opened it
+                    break
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise LockedError(f"the output folder {self.folder} is in use by {self._holder()}; "
+                                  "wait for that run to finish or choose another output folder")
+            time.sleep(self.poll_s)
+        self._fd = fd
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the lock
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def clean_leftovers(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove what killed runs left in ``folder``: hidden ``.<name>.partial-*`` folders (a result
+    that was being written) and ``.<name>.old-*`` folders (a replaced result); an ``old`` folder
+    whose result is missing (killed between the two renames) is put back. Call it only while
+    holding :class:`OutputLock`. Returns the names removed or restored."""
+    folder = Path(folder)
+    done: list[str] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return done
+    for p in entries:
+        m = LEFTOVER_RE.match(p.name)
+        if m is None or not p.is_dir() or p.is_symlink():
+            continue
+        final = folder / m["name"]
+        if m["kind"] == "old" and not final.exists():
+            try:
+                os.replace(p, final)
+                done.append(p.name)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(p.name)
+    return done
+
+
+def check_output_folder(folder: str | os.PathLike[str], need_bytes: int = MIN_FREE_BYTES,
+                        longest_name: str = "") -> Path:
+    """Fail before any work when ``folder`` cannot take results: it is created if missing, must
+    accept a new file, have ``need_bytes`` free, and hold ``longest_name`` (a result folder name)
+    with a result file inside without exceeding the system's name and path limits.
+    Raises :class:`OutputError` with the reason."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from exc
+    if not folder.is_dir():
+        raise OutputError(f"the output path {folder} is not a folder")
+    probe = folder / f".p2v-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"the output folder {folder} is not writable: {exc.strerror or exc}") from exc
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise OutputError(f"the output folder {folder} has only {free / 2**20:.0f} MB free "
+                          f"(need at least {need_bytes / 2**20:.0f} MB)")
+    if longest_name:
+        name_max, path_max = _limits(folder)
+        tmp_name = f".{longest_name}.partial-00000000"
+        if len(os.fsencode(tmp_name)) > name_max:
+            raise OutputError(f"the result name {longest_name!r} is too long for the file system "
+                              f"({name_max} bytes a name)")
+        deepest = folder.resolve() / tmp_name / "face_base.mtl"
+        if len(os.fsencode(str(deepest))) >= path_max:
+            raise OutputError(f"the output folder path {folder.resolve()} is too long: results in it would exceed "
+                              f"the system's limit of {path_max} bytes a path; choose a shorter one")
+    return folder
+
+
+def _limits(folder: Path) -> tuple[int, int]:
+    """(longest file name, longest path) in bytes on ``folder``'s file system."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # Windows: no pathconf
+        return 255, 260
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (read in blocks); OSError when it cannot be read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

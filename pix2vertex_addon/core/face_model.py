@@ -307,6 +307,11 @@ def _read_and_validate(path: Path) -> dict[str, np.ndarray]:
     f = arrays["faces"]
     if f.max() >= N_VERTICES or f.min() < -1:
         raise FaceModelError(f"{path}: polygon indices out of range. {_FIX_HINT}")
+    for key, n in (("face_uvs", len(arrays["uvs"])), ("landmarks_68", N_VERTICES), ("rigid_vertices", N_VERTICES),
+                   ("region_vertex_ranges", N_VERTICES)):
+        a = arrays[key]
+        if a.size and (a.max() >= n or a.min() < (-1 if key == "face_uvs" else 0)):
+            raise FaceModelError(f"{path}: array {key!r} has indices out of range (0 to {n - 1}). {_FIX_HINT}")
     if not np.isfinite(arrays["neutral_vertices"]).all():
         raise FaceModelError(f"{path}: neutral vertices are not finite. {_FIX_HINT}")
     return arrays

@@ -82,11 +82,14 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageInfo]:
 
     p = Path(path)
     name = str(p)
-    if not p.exists():
-        raise ImageError(f"{name}: no such file")
-    if p.is_dir():
-        raise ImageError(f"{name}: is a folder, not an image")
-    size = p.stat().st_size
+    try:
+        if not p.exists():
+            raise ImageError(f"{name}: no such file")
+        if p.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image")
+        size = p.stat().st_size
+    except OSError as exc:  # e.g. a name longer than the system allows
+        raise ImageError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageError(f"{name}: the file is empty (0 bytes)")
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -115,6 +118,8 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageInfo]:
                 Image.MAX_IMAGE_PIXELS = old_limit
     except ImageError:
         raise
+    except PermissionError as exc:
+        raise ImageError(f"{name}: cannot read the file ({exc.strerror or 'permission denied'})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file PIL can read (is it really {p.suffix or 'an image'}?)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

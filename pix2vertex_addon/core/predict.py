@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Predictor", "get_predictor", "default_weights_dir", "load_config"]
+__all__ = ["Predictor", "WeightsError", "get_predictor", "default_weights_dir", "load_config", "verify_weights"]
 
 CONFIG_NAME = "config.json"
 # In-plane turns (degrees) of the extra views the Predictor averages by default (docs/reference/networks.md).
@@ -45,22 +45,57 @@ def load_config(weights_dir) -> dict:
             f"{p} not found: the network weights are missing. Export them with "
             "`python -m pix2vertex_addon.training.export --run RUN_DIR --out pix2vertex_addon/weights`."
         )
-    return json.loads(p.read_text())
+    try:
+        cfg = json.loads(p.read_bytes())
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+        for key in ("resolution", "ngf", "max_channels"):
+            int(cfg["architecture"][key])
+        for name in cfg["files"].values():
+            str(name)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise WeightsError(f"{p} is damaged or not a pix2vertex weights config ({reason}); "
+                           "reinstall the add-on (or export the weights again)") from None
+    return cfg
+
+
+class WeightsError(ValueError):
+    """The network weights are missing, damaged or do not fit (the message names the file)."""
+
+
+def verify_weights(path, sha256: str | None) -> None:
+    """Check a weights file against the sha256 its ``config.json`` records (None: not recorded)."""
+    from .export import sha256_file
+
+    p = Path(path)
+    try:
+        digest = sha256_file(p)
+    except OSError as exc:
+        raise WeightsError(f"cannot read the network weights {p} ({exc.strerror or exc}); "
+                           "reinstall the add-on") from None
+    if sha256 is not None and digest != sha256:
+        raise WeightsError(f"the network weights {p} are damaged (their sha256 differs from the one in "
+                           f"{CONFIG_NAME}); reinstall the add-on")
 
 
 def load_weights_into(net, path) -> None:
-    """Load an fp16 safetensors state dict (no pickle) into ``net`` (fp32); ValueError on a
-    mismatch of names or shapes."""
+    """Load an fp16 safetensors state dict (no pickle) into ``net`` (fp32); WeightsError (a
+    ValueError) on an unreadable file or a mismatch of names or shapes."""
     from safetensors.torch import load_file
 
-    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    try:
+        sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise WeightsError(f"the network weights {path} cannot be read ({type(exc).__name__}: {exc}); "
+                           "reinstall the add-on") from None
     try:
         missing, unexpected = net.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # same names, other shapes
-        raise ValueError(f"{path} does not match the network: {str(e).splitlines()[0]}") from None
+        raise WeightsError(f"{path} does not match the network: {str(e).splitlines()[0]}") from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"{path} does not match the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise WeightsError(f"{path} does not match the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 class Predictor:
@@ -132,7 +167,9 @@ class Predictor:
                 num_downs=a.get("num_downs"),
                 norm=a.get("norm", "batch"),
             )
-            load_weights_into(net, self.weights_dir / self.config["files"][name])
+            path = self.weights_dir / self.config["files"][name]
+            verify_weights(path, (self.config.get("sha256") or {}).get(name))
+            load_weights_into(net, path)
             self.nets[name] = net.to(self.device).eval()
         self._lock = threading.Lock()
 

@@ -11,7 +11,8 @@
 ``landmarks.json``  ``{"landmarks_68": [[x, y], ...]}``: the template's 68 landmark vertices
                     projected into the photo, pixels (x right, y down), iBUG 68 order
 ``maps.png``        crop | predicted depth | normals | correspondence | mask
-``report.json``     crop box, detector score, per-stage seconds, versions, warnings
+``report.json``     crop box, detector score, per-stage seconds, versions, warnings, and
+                    ``identity``: what the result came from (see :func:`result_identity`)
 ==================  =====================================================================
 
 The metric scale comes from the networks (they learned human face sizes); the distance from
@@ -21,20 +22,24 @@ as good as that fit (``report.json`` has its focal length and residual).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .export import AtomicFolder, write_json, write_obj
+from .export import AtomicFolder, sha256_file, write_json, write_obj
 from .geometry import subdivide_corner_uvs
 from .images import save_png_atomic
 from .pipeline import FaceReconstruction
 from .projection import bake_texture, crop_depth, depth_map, project_landmarks
 from .viz import colormap, normals_rgb
 
-__all__ = ["write_result", "RESULT_FILES", "versions"]
+__all__ = ["write_result", "RESULT_FILES", "versions", "input_identity", "array_identity", "result_identity",
+           "read_identity", "identity_mismatch"]
 
 RESULT_FILES = ("face.obj", "face.mtl", "face_base.obj", "texture.png", "depth.npy", "landmarks.json",
                 "maps.png", "report.json")
@@ -53,6 +58,55 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "missing"
     return out
+
+
+def input_identity(path: str | os.PathLike[str]) -> dict:
+    """What a photo file is: resolved path, size, modification time and sha256 of its bytes.
+    Raises OSError when the file cannot be read."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(p)}
+
+
+def array_identity(name: str, rgb: np.ndarray) -> dict:
+    """The same for a photo given as pixels (a Blender image): its name, shape and pixel hash."""
+    a = np.ascontiguousarray(rgb)
+    h = hashlib.sha256(str(a.shape).encode() + a.dtype.str.encode())
+    h.update(a.tobytes())
+    return {"path": None, "name": name, "size": int(a.nbytes), "mtime_ns": None, "sha256": h.hexdigest()}
+
+
+def result_identity(source: dict, options: dict, weights: Any) -> dict:
+    """The record a result keeps of what it came from: the input (:func:`input_identity`), every
+    option that changes the result, and the networks' weight hashes."""
+    return {"input": source, "options": options, "weights": weights}
+
+
+def read_identity(folder: str | os.PathLike[str]) -> dict | None:
+    """The identity recorded in ``folder/report.json``; None when there is no readable record."""
+    try:
+        doc = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ident = doc.get("identity") if isinstance(doc, dict) else None
+    return ident if isinstance(ident, dict) else None
+
+
+def identity_mismatch(recorded: dict | None, wanted: dict) -> str | None:
+    """None when a recorded result is the one ``wanted`` would produce, else the reason it is not
+    (other input, changed photo, other options, other weights, no record)."""
+    if recorded is None:
+        return "has no record of its input (made by an older version or not a result)"
+    r_in, w_in = recorded.get("input") or {}, wanted["input"]
+    if r_in.get("path") != w_in.get("path") or r_in.get("name") != w_in.get("name"):
+        return f"holds the result of another input ({r_in.get('path') or r_in.get('name')})"
+    if r_in.get("sha256") != w_in.get("sha256"):
+        return "was made from an earlier version of this photo (its content changed)"
+    if recorded.get("options") != wanted["options"]:
+        return "was made with other options"
+    if recorded.get("weights") != wanted["weights"]:
+        return "was made with other network weights"
+    return None
 
 
 def detailed_mesh(rec: FaceReconstruction, template_faces: np.ndarray, template_uvs: np.ndarray,
