@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pix2vertex_addon.core.atomic import atomic_file  # noqa: E402
 from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale  # noqa: E402
 from pix2vertex_addon.core.face_model import load_face_model  # noqa: E402
 from pix2vertex_addon.core.geometry import (  # noqa: E402
@@ -165,9 +166,8 @@ def render_png(path, resolution=256):
               f"{(~seen).sum()} it did not; target mesh {tm.n_vertices} vertices; bottom row: "
               "turned 60 degrees towards the side the camera did not see", fill="black")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp.png")
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        canvas.save(tmp)
     print(f"wrote {path}")
 
 

@@ -5,7 +5,7 @@
 Prints a markdown table, one row per config (resolution:ngf:max_channels[:num_downs]):
 parameters of one network, its fp16 safetensors file size in MiB (the larger of the two
 networks), the CPU inference time of both networks for one crop, and one training step of both
-networks (forward + backward, batch --batch) per image. Figures go to docs/networks.md.
+networks (forward + backward, batch --batch) per image. Figures go to docs/reference/networks.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Rows: the whole generator (``generate_sample``) in 1..N worker processes (one to
 each, as in DataLoader workers), the rasteriser alone, and, when CUDA is available, the
 rasteriser on the GPU. Besides wall-clock samples/s it reports the CPU time per sample, which
 other jobs on a shared machine disturb much less. Prints the machine, the load average (other jobs on a shared machine
-slow every row) and a markdown table for docs/benchmarks.md.
+slow every row) and a markdown table for docs/reference/benchmarks.md.
 
 ``--baseline DIR`` (a folder holding an older ``pix2vertex_addon/``, e.g. from
 ``git archive <commit> pix2vertex_addon | tar -x -C DIR``) adds rows that time the baseline's

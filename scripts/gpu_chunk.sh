@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU training chunk on the lent device machine, with the lessons of earlier sessions built in
-# (docs/networks.md, "GPU training" and "Training data reuse"):
+# (docs/dev/training.md, "GPU chunks" and "Data offsets"):
 #
 #   bash scripts/gpu_chunk.sh NAME DATA_OFFSET MINUTES [extra train options ...]
 #
@@ -12,7 +12,7 @@
 # Extra options override the defaults below (the last one given wins).
 set -euo pipefail
 NAME=${1:?usage: gpu_chunk.sh NAME DATA_OFFSET MINUTES [train options]}
-OFFSET=${2:?data offset (a new one for every chunk; docs/networks.md lists those used)}
+OFFSET=${2:?data offset (a new one for every chunk; docs/dev/training.md lists those used)}
 MINUTES=${3:?minutes of training (the device allows 10 per command, all steps included)}
 shift 3
 INIT=${INIT:-pix2vertex_addon/weights}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -203,13 +204,104 @@ def test_threaded_job_and_cancel_leave_the_scene_unchanged(scene_with_template, 
     assert obj.data.shape_keys is not None
 
 
-def test_reconstruct_is_one_undo_step():
+def test_scene_changing_operators_register_an_undo_step(blender_addon):
     import bpy
 
     # The bpy module has no undo stack in background mode (bpy.ops.ed.undo.poll() is False), so
-    # undo itself cannot be exercised here: check that the operators register an undo step.
+    # undo itself cannot be exercised here: this checks only that each operator that changes the
+    # scene asks Blender for an undo step.
     for op in ("P2V_OT_reconstruct", "P2V_OT_apply_detail", "P2V_OT_add_template"):
         assert "UNDO" in getattr(bpy.types, op).bl_options
+
+
+class _FakeWindowManager:
+    def __init__(self):
+        self.timers_removed = 0
+
+    def event_timer_remove(self, _timer):
+        self.timers_removed += 1
+
+
+def test_modal_loop_ticks_progress_esc_cancels_and_the_end_applies(scene_with_template, oracle):
+    """The operators' modal loop (_ModalJob.modal) driven by hand: timer events copy the job's
+    progress to the panel, Esc cancels the job and is consumed, other events pass through, and the
+    timer event after the job ends removes the timer and finishes (cancelled or applied)."""
+    import threading
+
+    import bpy
+
+    operators, jobs = addon_module("blender.operators"), addon_module("blender.jobs")
+    s = scene_with_template.p2v
+    obj = s.template
+
+    class Loop(operators._ModalJob):  # the operators' mixin without a bpy.types.Operator
+        def __init__(self, job):
+            self._job, self.reports = job, []
+
+        def report(self, kind, msg):
+            self.reports.append((kind, msg))
+
+        def _finish(self, context):
+            return "finished: cancelled" if self._job.cancel_event.is_set() else "finished: done"
+
+    wm = _FakeWindowManager()
+    ctx = SimpleNamespace(scene=bpy.context.scene, window_manager=wm, workspace=None, screen=None)
+    timer, esc = SimpleNamespace(type="TIMER", value="NOTHING"), SimpleNamespace(type="ESC", value="PRESS")
+    other = SimpleNamespace(type="MOUSEMOVE", value="NOTHING")
+
+    release = threading.Event()
+
+    def work(progress, cancel):
+        progress(0.4, "Finding the face")
+        release.wait(30)
+        return "result"
+
+    job = jobs.Job("modal test", work).start()
+    loop = Loop(job)
+    try:
+        for _ in range(200):  # until the worker has reported its progress
+            if job.fraction == 0.4:
+                break
+            time.sleep(0.01)
+        assert loop.modal(ctx, timer) == {"PASS_THROUGH"}
+        assert abs(s.progress - 0.4) < 1e-6 and s.status == "Finding the face"
+        assert loop.modal(ctx, other) == {"PASS_THROUGH"} and wm.timers_removed == 0
+        assert loop.modal(ctx, esc) == {"RUNNING_MODAL"}
+        assert job.cancel_event.is_set() and s.status == "Cancelling..."
+    finally:
+        release.set()
+    assert job.wait(30)
+    assert loop.modal(ctx, timer) == "finished: cancelled" and wm.timers_removed == 1
+    # a job that is not cancelled ends the loop on the next timer event with the real finish
+    job, info = operators.start_reconstruct(bpy.context, run_in_thread=True)
+    real = Loop(job)
+    real._info = info  # the operator's own finish (needs the real context to apply the result)
+    real._finish = lambda _ctx: operators.P2V_OT_reconstruct._finish(real, bpy.context)
+    assert job.wait(120)
+    assert real.modal(ctx, timer) == {"FINISHED"} and obj.data.shape_keys is not None
+
+
+def test_release_waits_for_the_running_job_before_closing_detectors(blender_addon):
+    import threading
+
+    jobs = addon_module("blender.jobs")
+    stopped = threading.Event()
+    seen = []
+
+    class Detector:
+        def close(self):
+            seen.append(stopped.is_set())
+
+    def work(progress, cancel):
+        while not cancel.is_set():
+            time.sleep(0.01)
+        time.sleep(0.2)  # the stage in progress finishes before the worker sees the flag
+        stopped.set()
+
+    job = jobs.Job("release test", work).start()
+    jobs._pipelines[("release test", 1)] = SimpleNamespace(detector=Detector())
+    jobs.release()
+    assert job.done and seen == [True] and not jobs._pipelines
 
 
 @pytest.mark.parametrize("case", ["no photo", "no template", "unreadable", "no face", "missing model", "missing packages"])

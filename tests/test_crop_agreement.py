@@ -1,5 +1,5 @@
 """The photo pipeline crops faces the way the synthetic data frames them: MediaPipe, run on
-rendered faces, must give the crop that the renderer's true landmarks give (docs/conventions.md)."""
+rendered faces, must give the crop that the renderer's true landmarks give (docs/reference/conventions.md)."""
 
 from __future__ import annotations
 

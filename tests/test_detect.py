@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pix2vertex_addon.core.crop import CROP_SCALE
-from pix2vertex_addon.core.detect import MP_TO_IBUG68, FaceDetector, NoFaceError, square_window
+from pix2vertex_addon.core.crop import CROP_SCALE, square_window
+from pix2vertex_addon.core.detect import MP_TO_IBUG68, FaceDetector, NoFaceError
 from pix2vertex_addon.core.images import load_image
 
 from photos import no_face_path, photo_paths

@@ -1,7 +1,7 @@
 """Geometry core: target mesh, affine RANSAC, non-rigid registration, fine detail.
 
 Accuracy tests use exact maps rendered by the synthetic generator from faces (identity and
-expression) the template has never seen; see docs/geometry.md for the figures.
+expression) the template has never seen; see docs/reference/geometry.md for the figures.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ def test_output_names_are_unique():
 
 
 def test_subdivided_corner_uvs(face_model):
-    from pix2vertex_addon.core.pipeline import subdivide_corner_uvs
+    from pix2vertex_addon.core.geometry import subdivide_corner_uvs
 
     t = face_model.template
     valid = t.faces >= 0

@@ -288,7 +288,7 @@ def test_gpu_chunk_script(tmp_path):
 def test_eval_reconstruction_script(tmp_path):
     """scripts/eval_reconstruction.py: the similarity fit recovers a known transform; with the true
     maps in place of the networks the fitted template lies within the registration's accuracy of
-    the true vertices (docs/geometry.md: under 1 mm), with the networks it is worse but a face."""
+    the true vertices (docs/reference/geometry.md: under 1 mm), with the networks it is worse but a face."""
     import importlib.util
     from pathlib import Path
 

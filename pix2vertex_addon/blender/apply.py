@@ -115,7 +115,7 @@ def add_target_object(context: bpy.types.Context, obj: bpy.types.Object, rec, na
 
 def set_detail(obj: bpy.types.Object, rec, template, name: str, enabled: bool, strength: float) -> None:
     """Bake the detail field into a UV texture and set up Subdivision + Displace modifiers."""
-    from ..core.pipeline import subdivide_corner_uvs
+    from ..core.geometry import subdivide_corner_uvs
     from ..core.projection import bake_vertex_field
 
     d = rec.detail

@@ -97,10 +97,17 @@ def get_pipeline(face_model_path: str, threads: int):
         return p
 
 
-def release() -> None:
-    """Forget cached pipelines and cancel a running job (on unregister)."""
-    cancel_current()
+def release(timeout: float = 60.0) -> None:
+    """Cancel a running job, wait for its worker to stop, then close the cached pipelines'
+    detectors (on unregister). The worker checks the cancel flag between stages, so this waits
+    for at most one stage; a worker still running after ``timeout`` keeps its detector open
+    (closing it under the worker would crash it) and the cache is only forgotten."""
+    job = current_job()
+    if job is not None:
+        job.cancel()
+        job.wait(timeout)
     with _pipelines_lock:
-        for p in _pipelines.values():
-            p.detector.close()
+        if job is None or job.done:
+            for p in _pipelines.values():
+                p.detector.close()
         _pipelines.clear()

@@ -9,6 +9,8 @@ from pathlib import Path
 import bpy
 from mathutils import Vector
 
+from ..core.atomic import atomic_file
+
 
 def frame_camera(obj: bpy.types.Object, yaw_deg: float = 0.0, pitch_deg: float = 5.0,
                  lens_mm: float = 85.0, margin: float = 1.15) -> bpy.types.Object:
@@ -58,8 +60,7 @@ def render_png(path: str | os.PathLike[str], engine: str = "BLENDER_WORKBENCH",
         scene.cycles.samples = samples
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.png")
-    scene.render.filepath = str(tmp)
-    bpy.ops.render.render(write_still=True)
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        scene.render.filepath = str(tmp)
+        bpy.ops.render.render(write_still=True)
     return out

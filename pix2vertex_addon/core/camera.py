@@ -1,6 +1,6 @@
 """Camera recovery from the network's maps, and head pose normalisation (no ``bpy``).
 
-The networks predict, per crop pixel, the label-frame position ``xyz`` (mm; docs/conventions.md):
+The networks predict, per crop pixel, the label-frame position ``xyz`` (mm; docs/reference/conventions.md):
 camera frame shifted by ``z_ref`` along the optical axis. A pixel centre ``(u, v)`` of an ``R``-px
 crop therefore obeys ``u - R/2 = f x / (z + z_ref)`` (same for v, y), which is linear in the two
 unknowns ``f`` (focal length, crop pixels) and ``z_ref`` (mm): :func:`fit_pinhole` solves it in

@@ -1,4 +1,4 @@
-"""Canonical correspondence coordinates of the template (no ``bpy``); see docs/conventions.md."""
+"""Canonical correspondence coordinates of the template (no ``bpy``); see docs/reference/conventions.md."""
 
 from __future__ import annotations
 

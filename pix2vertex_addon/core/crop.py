@@ -9,7 +9,7 @@ landmarks (pixels, x right, y down):
 
 The synthetic renderer places its camera so that the rendered face obeys this convention (with
 random jitter in scale and position), and the pipeline crops detected faces the same way, so
-the networks see at inference what they saw in training. See ``docs/conventions.md``.
+the networks see at inference what they saw in training. See ``docs/reference/conventions.md``.
 """
 
 from __future__ import annotations
@@ -46,3 +46,17 @@ def crop_box_from_landmarks(points: np.ndarray) -> tuple[float, float, float]:
     cx, cy = (lo + hi) / 2.0
     cy -= CROP_SHIFT_UP * side
     return float(cx - side / 2.0), float(cy - side / 2.0), float(side)
+
+
+def square_window(img: np.ndarray, cx: float, cy: float, side: float, out: int) -> tuple[np.ndarray, float, float, float]:
+    """Resample the square [cx - side/2, cx + side/2]^2 of ``img`` to (out, out), replicating
+    the border outside the image. Returns (window, x0, y0, scale) with
+    ``image_xy = window_xy / scale + (x0, y0)``."""
+    import cv2
+
+    x0, y0 = cx - side / 2.0, cy - side / 2.0
+    s = out / side
+    m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    win = cv2.warpAffine(img, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return win, x0, y0, s

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crop import crop_box_from_landmarks
+from .crop import crop_box_from_landmarks, square_window
 
 __all__ = ["DetectedFace", "FaceDetector", "NoFaceError", "DetectorUnavailable", "MP_TO_IBUG68",
            "min_face_px"]
@@ -82,20 +82,6 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 
     interp = cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR
     return cv2.resize(img, (w, h), interpolation=interp)
-
-
-def square_window(img: np.ndarray, cx: float, cy: float, side: float, out: int) -> tuple[np.ndarray, float, float, float]:
-    """Resample the square [cx - side/2, cx + side/2]^2 of ``img`` to (out, out), replicating
-    the border outside the image. Returns (window, x0, y0, scale) with
-    ``image_xy = window_xy / scale + (x0, y0)``."""
-    import cv2
-
-    x0, y0 = cx - side / 2.0, cy - side / 2.0
-    s = out / side
-    m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    win = cv2.warpAffine(img, m, (out, out), flags=interp, borderMode=cv2.BORDER_REPLICATE)
-    return win, x0, y0, s
 
 
 class FaceDetector:

@@ -8,12 +8,13 @@ message that says what is wrong with the file and what to do.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_file
 
 __all__ = ["ImageError", "ImageInfo", "load_image", "save_png_atomic", "MIN_SIDE", "MAX_PIXELS"]
 
@@ -137,12 +138,6 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageInfo]:
     return rgb, info
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file."""
     from PIL import Image
@@ -151,13 +146,6 @@ def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     a = np.asarray(array)
     if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3):
         raise ValueError(f"expected uint8/uint16 (H, W[, C]) array, got {a.dtype} {a.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out) as tmp:
         Image.fromarray(a).save(tmp, format="PNG", compress_level=3)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out

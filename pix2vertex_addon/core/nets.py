@@ -17,7 +17,7 @@ Two networks, one per output (Sela et al. 2017, supplement):
 The paper's encoder is C64-C128-C256-C512-C512-C512-C512-C512 at 256 px; here the width
 (``ngf``), the channel cap (``max_channels``) and the number of down-samplings (``num_downs``,
 default ``log2(R)`` so the bottleneck is 1x1) are parameters, chosen by measurement
-(``scripts/bench_networks.py``, docs/networks.md).
+(``scripts/bench_networks.py``, docs/reference/networks.md).
 """
 
 from __future__ import annotations

@@ -16,16 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from .camera import CropCamera, fit_pinhole, rigid_fit
 from .correspondence import canonical_coordinates, corr_to_mm_scale
-from .detect import DetectedFace, FaceDetector, square_window
+from .crop import square_window
+from .detect import DetectedFace, FaceDetector
 from .face_model import FaceModel, load_face_model
+from .geometry import DetailResult, RegistrationResult, TargetMesh
 
-__all__ = ["Cancelled", "FaceReconstruction", "Pipeline", "PipelineOptions", "subdivide_corner_uvs"]
+__all__ = ["Cancelled", "FaceReconstruction", "Pipeline", "PipelineOptions"]
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool] | threading.Event | None
@@ -57,7 +58,7 @@ class PipelineOptions:
 class FaceReconstruction:
     """One reconstructed face.
 
-    Attributes (units: mm unless said; "label frame": docs/conventions.md)
+    Attributes (units: mm unless said; "label frame": docs/reference/conventions.md)
     ----------
     face : DetectedFace (photo pixels).
     crop : (R, R, 3) uint8, the network input.
@@ -78,13 +79,13 @@ class FaceReconstruction:
     crop: np.ndarray
     maps: dict
     camera: CropCamera
-    target: Any
+    target: TargetMesh
     affine: np.ndarray
     vertices: np.ndarray
     pose: tuple[np.ndarray, np.ndarray]
     vertices_model: np.ndarray
-    detail: Any
-    registration: Any
+    detail: DetailResult | None
+    registration: RegistrationResult
     detail_levels: int = 1
     seconds: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -101,25 +102,6 @@ def _cancelled(cancel: CancelFn) -> bool:
     if isinstance(cancel, threading.Event):
         return cancel.is_set()
     return bool(cancel())
-
-
-def subdivide_corner_uvs(faces: np.ndarray, corner_uvs: np.ndarray, levels: int = 1) -> np.ndarray:
-    """Per-corner UVs (Q, 4, 2) of the quads of ``geometry.detail.subdivide_simple`` (same quad
-    order), for polygons ``faces`` (F, 4, -1 padded) with UVs ``corner_uvs`` (F, 4, 2).
-
-    Every polygon corner is made a vertex of its own, so the Simple subdivision of that
-    "corner mesh" interpolates UVs inside each polygon and never across a UV seam."""
-    from .geometry import subdivide_simple
-
-    f = np.asarray(faces)
-    valid = f >= 0
-    ids = np.full(f.shape, -1, dtype=np.int64)
-    ids[valid] = np.arange(int(valid.sum()))
-    values = np.asarray(corner_uvs, dtype=np.float64)[valid]
-    for _ in range(levels):
-        s, ids = subdivide_simple(len(values), ids)
-        values = s @ values
-    return values[ids]
 
 
 class Pipeline:

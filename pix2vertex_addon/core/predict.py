@@ -5,7 +5,7 @@ file per network (``geometry.safetensors``, ``correspondence.safetensors``), loa
 pickle. The networks are built and loaded once per :class:`Predictor`; :func:`get_predictor`
 caches one per (folder, threads) for callers that want a process-wide instance.
 
-Outputs follow docs/conventions.md, at the network resolution ``R = predictor.resolution``:
+Outputs follow docs/reference/conventions.md, at the network resolution ``R = predictor.resolution``:
 
 ``xyz`` : float32 (R, R, 3)
     label frame (x right, y down, z forward; z relative to the head centre), millimetres;
@@ -27,9 +27,9 @@ import numpy as np
 __all__ = ["Predictor", "WeightsError", "get_predictor", "default_weights_dir", "load_config", "verify_weights"]
 
 CONFIG_NAME = "config.json"
-# In-plane turns (degrees) of the extra views the Predictor averages by default (docs/networks.md).
+# In-plane turns (degrees) of the extra views the Predictor averages by default (docs/reference/networks.md).
 DEFAULT_ROTATIONS = (-5.0, 5.0)
-# Magnifications of the zoomed views it averages by default (none; docs/networks.md).
+# Magnifications of the zoomed views it averages by default (none; docs/reference/networks.md).
 DEFAULT_SCALES = ()
 
 
@@ -114,14 +114,14 @@ class Predictor:
         (x -> -x for xyz, u -> 1 - u for the correspondence; the template is mirror-symmetric and
         the crop's principal point is its centre, so both maps are exact). On the 500 held-out
         test images it lowered the mean depth error by 5 % and the correspondence median by 7 %
-        (docs/networks.md), for twice the work (0.035 s per crop against 0.032 on 2 cores: one batch);
+        (docs/reference/networks.md), for twice the work (0.035 s per crop against 0.032 on 2 cores: one batch);
         default on.
     rotations : sequence of float
         In-plane angles (degrees) of extra views: the crop turned about its centre (a camera
         rolled about its optical axis, so the maps turn back exactly), each also mirrored when
         ``flip_average``; all views are averaged in the crop's frame. ``()``: no turned views.
         The default (-5, 5) costs about four times the network time of the mirrored pair (0.14 s
-        per crop on 2 cores); docs/networks.md has what it buys.
+        per crop on 2 cores); docs/reference/networks.md has what it buys.
     scales : sequence of float
         Magnifications of further views: the crop zoomed about its centre by each factor (a camera
         with a longer or shorter focal length, so the maps shrink or grow back exactly and their

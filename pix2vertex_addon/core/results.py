@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from .export import AtomicFolder, sha256_file, write_json, write_obj
+from .geometry import subdivide_corner_uvs
 from .images import save_png_atomic
-from .pipeline import FaceReconstruction, subdivide_corner_uvs
+from .pipeline import FaceReconstruction
 from .projection import bake_texture, crop_depth, depth_map, project_landmarks
 from .viz import colormap, normals_rgb
 
@@ -112,6 +113,8 @@ def detailed_mesh(rec: FaceReconstruction, template_faces: np.ndarray, template_
                   strength: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vertices label frame mm, quads, corner UVs) of the subdivided, displaced template."""
     d = rec.detail
+    if d is None:
+        raise ValueError("this reconstruction was made without detail (PipelineOptions.detail)")
     v = d.vertices + strength * d.displacement[:, None] * d.normals
     uv = subdivide_corner_uvs(template_faces, template_uvs, rec.detail_levels)
     return v, d.faces, uv

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core.atomic import atomic_file
 from ..core.viz import colormap, normals_rgb, tile
 
 
@@ -81,9 +82,8 @@ def main(argv=None) -> int:
 
     sheet = make_sheet(Predictor(a.weights, a.threads), a.photos)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(a.out).with_suffix(".tmp.png")
-    sheet.save(tmp)
-    tmp.replace(a.out)
+    with atomic_file(a.out) as tmp:
+        sheet.save(tmp)
     print(a.out)
     return 0
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..core.atomic import atomic_file, write_json_atomic
+
 MAX_FILE_MIB = 16.0
 
 
@@ -65,14 +67,11 @@ def write_weights(out_dir, state_dicts: dict, architecture: dict, source: dict, 
             if not k.endswith("num_batches_tracked")
         }
         fn = f"{name}.safetensors"
-        tmp = out_dir / (fn + ".tmp")
-        save_file(sd, str(tmp), metadata={"network": name, **(metadata or {})})
-        mib = os.path.getsize(tmp) / 2**20
-        if mib > MAX_FILE_MIB:
-            tmp.unlink()
-            raise ValueError(f"{fn} would be {mib:.1f} MiB > {MAX_FILE_MIB} MiB; train a smaller network")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_dir / fn)
+        with atomic_file(out_dir / fn, mode=0o644) as tmp:
+            save_file(sd, str(tmp), metadata={"network": name, **(metadata or {})})
+            mib = os.path.getsize(tmp) / 2**20
+            if mib > MAX_FILE_MIB:
+                raise ValueError(f"{fn} would be {mib:.1f} MiB > {MAX_FILE_MIB} MiB; train a smaller network")
         files[name], hashes[name], sizes[name] = fn, sha256(out_dir / fn), round(mib, 2)
     cfg = {
         "architecture": architecture,
@@ -82,9 +81,7 @@ def write_weights(out_dir, state_dicts: dict, architecture: dict, source: dict, 
         "size_mib": sizes,
         "source": source,
     }
-    tmp = out_dir / "config.json.tmp"
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, out_dir / "config.json")
+    write_json_atomic(out_dir / "config.json", cfg)
     return cfg
 
 

@@ -1,6 +1,6 @@
 """Evaluation metrics of the paper (Sela et al. 2017, Table 1) plus correspondence and mask.
 
-All inputs are numpy arrays of one image, (R, R[, C]), in the units of docs/conventions.md.
+All inputs are numpy arrays of one image, (R, R[, C]), in the units of docs/reference/conventions.md.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "",
         "Two image-to-image networks (reimplementing Sela et al., ICCV 2017, *Unrestricted Facial Geometry "
         "Reconstruction Using Image-to-Image Translation*): **geometry** maps a face crop to per-pixel x, y, z "
-        "(mm, label frame of docs/conventions.md) and a face mask; **correspondence** maps it to canonical "
+        "(mm, label frame of docs/reference/conventions.md) and a face mask; **correspondence** maps it to canonical "
         "template coordinates in [0, 1]. Inference: `pix2vertex_addon.core.predict.Predictor`.",
         "",
         "## Data",
@@ -70,7 +70,7 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         f"stride-2 levels (1x1 bottleneck), first width ngf = {a['ngf']}, channel cap {a['max_channels']}, "
         f"{a['norm']} norm, dropout in the three inner decoder blocks, then 1x1 convolutions C64-C32-Cout "
         "(geometry: 4 outputs, xyz / 100 mm + mask logit; correspondence: 3). One network per output. "
-        f"Input resolution **{a['resolution']} x {a['resolution']}** RGB. Choices and measurements: docs/networks.md.",
+        f"Input resolution **{a['resolution']} x {a['resolution']}** RGB. Choices and measurements: docs/reference/networks.md.",
         "",
         "## Training",
         f"- run `{run_dir}`, checkpoint `{src['checkpoint']}` at iteration **{src['iter']}**, "
@@ -148,7 +148,7 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
     L += [
         "",
         "The goals follow the paper's Table 1 figures for its full-width 256 px network; this network is "
-        f"{a['resolution']} px and narrower (docs/networks.md).",
+        f"{a['resolution']} px and narrower (docs/reference/networks.md).",
         "",
         f"**Status:** {status}",
         "",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..core.atomic import atomic_file
 from ..core.losses import LossWeights, correspondence_loss, geometry_loss
 from ..core.nets import XYZ_SCALE_MM, define_net
 from .data import make_dataset
@@ -131,9 +131,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def build_nets(opts: TrainOptions, device) -> dict:

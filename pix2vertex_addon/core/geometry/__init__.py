@@ -1,7 +1,7 @@
 """Geometry core: target mesh, robust affine fit, non-rigid registration, fine detail.
 
 numpy/scipy only (no ``bpy``); everything in **millimetres** in the label frame
-(docs/conventions.md). See docs/geometry.md for the algorithms, choices and benchmark figures.
+(docs/reference/conventions.md). See docs/reference/geometry.md for the algorithms, choices and benchmark figures.
 
 Typical use::
 
@@ -14,7 +14,14 @@ Typical use::
 """
 
 from .affine import apply_affine, corr_pairs, fit_affine_ransac
-from .detail import DetailResult, detail_field, feature_damping, polygon_edges, subdivide_simple
+from .detail import (
+    DetailResult,
+    detail_field,
+    feature_damping,
+    polygon_edges,
+    subdivide_corner_uvs,
+    subdivide_simple,
+)
 from .laplacian import cotangent_laplacian, lumped_mass, vertex_normals
 from .nricp import RegistrationParams, RegistrationResult, register, triangulate
 from .target_mesh import TargetMesh, build_target_mesh, image_intensity
@@ -35,6 +42,7 @@ __all__ = [
     "lumped_mass",
     "polygon_edges",
     "register",
+    "subdivide_corner_uvs",
     "subdivide_simple",
     "triangulate",
     "vertex_normals",

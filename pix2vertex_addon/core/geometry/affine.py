@@ -1,7 +1,7 @@
 """Robust affine fit of the template to the target mesh from correspondences (numpy/scipy).
 
 Pairs: each template vertex is matched to the target vertex nearest in correspondence space
-(canonical coordinates scaled to millimetres per axis, see docs/conventions.md); pairs farther
+(canonical coordinates scaled to millimetres per axis, see docs/reference/conventions.md); pairs farther
 apart than ``max_corr_mm`` there (template vertices the target does not see) are not used.
 RANSAC: ``iterations`` minimal samples of 4 pairs, each giving an exact affine map; the map with
 most inliers (residual <= ``inlier_mm``, Euclidean, mm) wins and is refitted by least squares on

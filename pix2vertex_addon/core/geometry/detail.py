@@ -47,7 +47,8 @@ from .laplacian import cotangent_laplacian, vertex_normals
 from .nricp import triangulate
 from .target_mesh import TargetMesh
 
-__all__ = ["DetailResult", "detail_field", "feature_damping", "polygon_edges", "subdivide_simple"]
+__all__ = ["DetailResult", "detail_field", "feature_damping", "polygon_edges", "subdivide_corner_uvs",
+           "subdivide_simple"]
 
 
 @dataclass
@@ -363,3 +364,20 @@ def detail_field(
                        smooth=smooth, normals=normals, intensity=np.where(seen, tau, np.nan),
                        weights=weights, subdivision=S)
     return out
+
+
+def subdivide_corner_uvs(faces: np.ndarray, corner_uvs: np.ndarray, levels: int = 1) -> np.ndarray:
+    """Per-corner UVs (Q, 4, 2) of the quads of ``geometry.detail.subdivide_simple`` (same quad
+    order), for polygons ``faces`` (F, 4, -1 padded) with UVs ``corner_uvs`` (F, 4, 2).
+
+    Every polygon corner is made a vertex of its own, so the Simple subdivision of that
+    "corner mesh" interpolates UVs inside each polygon and never across a UV seam."""
+    f = np.asarray(faces)
+    valid = f >= 0
+    ids = np.full(f.shape, -1, dtype=np.int64)
+    ids[valid] = np.arange(int(valid.sum()))
+    values = np.asarray(corner_uvs, dtype=np.float64)[valid]
+    for _ in range(levels):
+        s, ids = subdivide_simple(len(values), ids)
+        values = s @ values
+    return values[ids]

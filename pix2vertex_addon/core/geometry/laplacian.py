@@ -68,24 +68,38 @@ def face_normals(vertices: np.ndarray, triangles: np.ndarray, unit: bool = True)
     return n
 
 
-def vertex_normals(vertices, triangles) -> np.ndarray:
-    """Area-weighted vertex normals.
+def vertex_normals(vertices, triangles, incidence: sp.spmatrix | None = None) -> np.ndarray:
+    """Area-weighted vertex normals (the one vertex-normal routine: geometry and synthetic data).
 
     Parameters
     ----------
-    vertices : (n, 3) float
+    vertices : (n, 3) float; float32 stays float32 (the renderer's fast path), else float64.
     triangles : (m, 3) int
+    incidence : optional (n, m) sparse matrix with ones where a vertex is a triangle's corner
+        (``synth.mesh.RenderMesh.incidence``); given, it sums the triangle normals in one product.
 
     Returns
     -------
-    (n, 3) float64 unit normals; (0, 0, 0) for vertices in no triangle.
+    (n, 3) unit normals; (0, 0, 0) for vertices in no triangle.
     """
-    v, t = check_mesh(vertices, triangles)
-    fn = face_normals(v, t, unit=False)
-    n = np.zeros_like(v)
-    for c in range(3):
-        n[:, c] = sum(np.bincount(t[:, k], fn[:, c], minlength=len(v)) for k in range(3))
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    v = np.asarray(vertices)
+    if v.dtype != np.float32:
+        v, triangles = check_mesh(v, triangles)
+    t = np.asarray(triangles)
+    a = np.take(v, t[:, 0], axis=0)
+    e1 = np.take(v, t[:, 1], axis=0) - a
+    e2 = np.take(v, t[:, 2], axis=0) - a
+    fn = np.empty_like(e1)  # the cross product, written out (np.cross is slow on (m, 3) rows)
+    fn[:, 0] = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
+    fn[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
+    fn[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    if incidence is not None:
+        n = np.asarray(incidence @ fn)
+    else:
+        n = np.zeros_like(v)
+        for c in range(3):
+            n[:, c] = sum(np.bincount(t[:, k], fn[:, c], minlength=len(v)) for k in range(3))
+    norm = np.sqrt(n[:, 0] * n[:, 0] + n[:, 1] * n[:, 1] + n[:, 2] * n[:, 2])[:, None]
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 

@@ -50,7 +50,7 @@ Per outer iteration:
    still far from the target; ``switch="spec"`` uses the count alone. Stop when
    ``a_memb < a_memb_stop`` (1e6).
 
-docs/geometry.md explains the deviations from a literal reading (and measures them).
+docs/reference/geometry.md explains the deviations from a literal reading (and measures them).
 """
 
 from __future__ import annotations

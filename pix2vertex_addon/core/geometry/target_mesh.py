@@ -1,6 +1,6 @@
 """Target mesh from the network's maps (numpy/scipy, no bpy).
 
-One vertex per valid pixel (label frame, millimetres, see docs/conventions.md), two triangles per
+One vertex per valid pixel (label frame, millimetres, see docs/reference/conventions.md), two triangles per
 2x2 pixel block whose four pixels are valid, none across depth discontinuities (a triangle with
 an edge longer than ``max_edge_mm`` is dropped). Triangles are wound so that their normals point
 towards the camera (-z in the label frame). Each vertex keeps its correspondence value and its
@@ -100,7 +100,7 @@ def build_target_mesh(
     Parameters
     ----------
     xyz : (R, C, 3) float
-        Label-frame positions, mm (see docs/conventions.md).
+        Label-frame positions, mm (see docs/reference/conventions.md).
     mask : (R, C) bool
         Valid pixels.
     corr : (R, C, 3) float

@@ -7,7 +7,7 @@
   :class:`ShardDataset` reads shards written by ``python -m pix2vertex_addon.core.synth``;
 * :func:`rasterize` (``raster.py``): the z-buffer rasteriser, usable on its own.
 
-See docs/synth.md.
+See docs/reference/synth.md.
 """
 
 from __future__ import annotations

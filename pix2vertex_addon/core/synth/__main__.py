@@ -33,6 +33,7 @@ def contact_sheet(count: int, out: str | os.PathLike, resolution: int = 128, see
     from PIL import Image
     from tqdm import tqdm
 
+    from ..atomic import atomic_file
     from ..face_model import load_face_model
     from .generator import generate_sample
     from .sampling import seed_range
@@ -55,9 +56,8 @@ def contact_sheet(count: int, out: str | os.PathLike, resolution: int = 128, see
         sheet[y:y + R, x:x + 4 * R] = np.concatenate(tiles, axis=1)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    Image.fromarray(sheet).save(tmp)
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        Image.fromarray(sheet).save(tmp)
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from . import mesh as M
+from . import mesh
 
 __all__ = [
     "background",
@@ -126,7 +126,7 @@ def paint_eyes(alb: np.ndarray, neu: np.ndarray, centres: np.ndarray, app: dict)
 IRIS_HALF_ANGLE = 0.5  # radians: iris radius ~6 mm on a ~12 mm eyeball
 
 
-def vertex_albedo(rm: M.RenderMesh, app: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def vertex_albedo(rm: mesh.RenderMesh, app: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-vertex linear albedo (V, 3), specular strength (V,) and hair weight (V,), float32."""
     mk = rm.masks
     nv, ns = rm.n_vertices, rm.n_skin_vertices  # skin and head are the prefix [0, ns)
@@ -161,8 +161,8 @@ def vertex_albedo(rm: M.RenderMesh, app: dict) -> tuple[np.ndarray, np.ndarray, 
     alb[:ns] = a
     part = rm.part
     alb[ns:] = mk["inner_colour"][ns:]
-    alb[part == M.TEETH] = srgb_to_linear(app["teeth_srgb"])
-    alb[part == M.SCLERA] = srgb_to_linear(app["sclera_srgb"])
+    alb[part == mesh.TEETH] = srgb_to_linear(app["teeth_srgb"])
+    alb[part == mesh.SCLERA] = srgb_to_linear(app["sclera_srgb"])
     alb[ns:] *= mk["inner_ao"][ns:, None]
     spec = mk["spec_base"].copy()
     spec[:ns] = np.where(hair_w[:ns] > 0.5, f32(0.15), spec[:ns])

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..atomic import atomic_file, write_json_atomic
 from ..face_model import load_face_model
 from .generator import generate_sample
 from .sampling import seed_range
@@ -164,12 +165,6 @@ def stack_samples(samples: list[dict], dtype=np.float16) -> dict[str, np.ndarray
     }
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 _worker_state: dict = {}
 
 
@@ -239,17 +234,16 @@ def make_dataset(out: str | os.PathLike, count: int, resolution: int = 256, seed
                 bar.update(1)
             arrays = stack_samples(samples, np.float16 if dtype == "float16" else np.float32)
             name = f"{split}-{s0:010d}-{n:05d}.npz"
-            tmp = out / (name + ".part")  # not *.npz: readers globbing shards never see it
-            with open(tmp, "wb") as fh:
+            # keep_suffix=False: readers globbing *.npz never see a shard being written
+            with atomic_file(out / name, keep_suffix=False) as tmp, open(tmp, "wb") as fh:
                 (np.savez_compressed if compress else np.savez)(fh, **arrays)
-            os.replace(tmp, out / name)
             index["shards"].append({"file": name, "first_seed": s0, "count": n})
             index["shards"].sort(key=lambda s: s["first_seed"])
-            _atomic_write_json(idx_path, index)
+            write_json_atomic(idx_path, index, indent=1)
     finally:
         bar.close()
         if pool is not None:
             pool.close()
             pool.join()
-    _atomic_write_json(idx_path, index)
+    write_json_atomic(idx_path, index, indent=1)
     return idx_path

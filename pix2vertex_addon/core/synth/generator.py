@@ -1,6 +1,6 @@
 """One synthetic training sample: image and pixel-aligned labels (no ``bpy``).
 
-See docs/synth.md for what is randomised and docs/conventions.md for the label contract.
+See docs/reference/synth.md for what is randomised and docs/reference/conventions.md for the label contract.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from PIL import Image, ImageFilter
 from ..correspondence import MODEL_TO_CAMERA
 from ..crop import crop_box_from_landmarks
 from ..face_model import N_IDENTITY, FaceModel, load_face_model
-from . import appearance as A
+from ..geometry.laplacian import vertex_normals
+from . import appearance
 from .hair import hair_layer
 from .mesh import SCLERA, RenderMesh, render_mesh
-from .raster import project, rasterize
+from .raster import interpolate_pixels, project, rasterize
 from .sampling import (
     identity_id_of_seed,
     rng_for,
@@ -59,21 +60,6 @@ def _place_camera(X_lm: np.ndarray, R: int, distance: float, scale: float, shift
         delta = shift - centre
         t[:2] += delta * P[:, 2].mean() / f
     return t, f
-
-
-def _vertex_normals(rm: RenderMesh, X: np.ndarray) -> np.ndarray:
-    tri = rm.triangles
-    Xf = X.astype(np.float32)
-    a = np.take(Xf, tri[:, 0], axis=0)
-    e1 = np.take(Xf, tri[:, 1], axis=0) - a
-    e2 = np.take(Xf, tri[:, 2], axis=0) - a
-    fn = np.empty_like(e1)
-    fn[:, 0] = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
-    fn[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
-    fn[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    n = rm.incidence @ fn
-    n /= np.sqrt(_dot3(n, n))[:, None] + 1e-12
-    return n
 
 
 def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -266,10 +252,10 @@ def generate_sample(
     face_px = covered & (tri_id < rm.n_face_tris)
 
     # -- appearance and shading -----------------------------------------------------------------
-    app = A.sample_appearance(rng_for(seed, "appearance"))
+    app = appearance.sample_appearance(rng_for(seed, "appearance"))
     light = _sample_light(rng_for(seed, "light"))
-    albedo, spec_w, hair_w = A.vertex_albedo(rm, app)
-    Nv = _vertex_normals(rm, X)
+    albedo, spec_w, hair_w = appearance.vertex_albedo(rm, app)
+    Nv = vertex_normals(X.astype(np.float32), rm.triangles, incidence=rm.incidence)
     canon = np.zeros((rm.n_vertices, 3), dtype=np.float32)
     canon[:nfv] = rm.canon
     attrs = np.concatenate([
@@ -288,25 +274,25 @@ def generate_sample(
     Nrm = Nrm / (np.sqrt(_dot3(Nrm, Nrm))[:, None] + 1e-12)
     eye = rm.tri_part[tri_c] == SCLERA
     if eye.any():
-        alb[eye] = A.paint_eyes(alb[eye], neu[eye], rm.eye_centres_cm, app)
+        alb[eye] = appearance.paint_eyes(alb[eye], neu[eye], rm.eye_centres_cm, app)
 
     # fine albedo detail, looked up by neutral position (1 texel = 1 mm)
-    bank = A.noise_bank()
+    bank = appearance.noise_bank()
     off = app["noise_offset"]
     tex_uv = np.stack([neu[:, 0] * 10, -neu[:, 1] * 10], axis=1) + 128
-    fine = A.lookup(bank["fine"], tex_uv, off[:2], bilinear=False)
-    mid = A.lookup(bank["mid"], tex_uv, off[2:], bilinear=False)  # smooth: nearest is enough
+    fine = appearance.lookup(bank["fine"], tex_uv, off[:2], bilinear=False)
+    mid = appearance.lookup(bank["mid"], tex_uv, off[2:], bilinear=False)  # smooth: nearest is enough
     skin_px = hw < 0.5
     detail = 1 + (app["pores"] * fine + app["blotches"] * mid) * skin_px
     alb = alb * detail[:, None]
     if app["beard"] > 0:
         stub = np.clip(bw * app["beard"] * (fine > 0.5), 0, 1)[:, None] * 0.5
-        alb = alb * (1 - stub) + A.srgb_to_linear(app["hair_srgb"]).astype(np.float32) * stub
+        alb = alb * (1 - stub) + appearance.srgb_to_linear(app["hair_srgb"]).astype(np.float32) * stub
     if app["freckles"] > 0:
-        fr = A.lookup(bank["fine"], tex_uv * 0.5, off[::-1][:2], bilinear=False)
+        fr = appearance.lookup(bank["fine"], tex_uv * 0.5, off[::-1][:2], bilinear=False)
         alb = alb * (1 - 0.35 * app["freckles"] * np.clip(fz, 0, 1) * (fr > 1.6))[:, None]
     if (hw > 0).any():
-        strand = A.lookup(bank["strand"], tex_uv * [1.0, 0.25], off[:2], bilinear=False)
+        strand = appearance.lookup(bank["strand"], tex_uv * [1.0, 0.25], off[:2], bilinear=False)
         alb = alb * (1 + 0.35 * hw * strand)[:, None]
 
     Vdir = (-ray / np.sqrt(_dot3(ray, ray))[:, None]).astype(np.float32)
@@ -358,23 +344,23 @@ def generate_sample(
     # -- compose ----------------------------------------------------------------------------------
     lm2d = project(X[lm_idx], f, R).astype(np.float32)
     bg_rng = rng_for(seed, "background")
-    img, bg_info = A.background(bg_rng, R, app["skin_srgb"])
+    img, bg_info = appearance.background(bg_rng, R, app["skin_srgb"])
     if bg_rng.random() < 0.7:
         chin = lm2d[8]
         neck_w = float(np.ptp(lm2d[:, 0])) * 0.55
-        A.torso(bg_rng, R, img, (chin[0], chin[1]), neck_w, app["skin_srgb"])
-    img[covered] = A.linear_to_srgb(lin).astype(np.float32)
+        appearance.torso(bg_rng, R, img, (chin[0], chin[1]), neck_w, app["skin_srgb"])
+    img[covered] = appearance.linear_to_srgb(lin).astype(np.float32)
     mask = face_px.copy()
     hair, hair_info = hair_layer(rng_for(seed, "hair"), rm, X, Nv, rot, f, R, covered, depth, app, light,
                                  expo, enabled=occluders)
     if hair is not None:
         _over(img, hair)
         mask &= hair[..., 3] < 0.5
-    occ, occ_info = A.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
+    occ, occ_info = appearance.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
     if occ is not None:
         _over(img, occ)
         mask &= occ[..., 3] < 0.5
-    image, deg_info = A.degrade(rng_for(seed, "degrade"), img, enabled=degrade)
+    image, deg_info = appearance.degrade(rng_for(seed, "degrade"), img, enabled=degrade)
 
     # labels: the camera-frame point of each pixel (on its ray), its canonical coordinate
     xyz = np.zeros((R, R, 3), dtype=np.float32)
@@ -446,17 +432,3 @@ def _safe_split(seed: int) -> str | None:
         return split_of_seed(seed)
     except ValueError:
         return None
-
-
-def interpolate_pixels(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Per-vertex values (V, C) interpolated with barycentrics (P, 3) over triangles (P, 3)."""
-    # v0 * b0 + v1 * b1 + v2 * b2, in place (the same operations, fewer temporary arrays)
-    out = np.take(values, corners[:, 0], axis=0)
-    out *= bary[:, 0:1]
-    tmp = np.take(values, corners[:, 1], axis=0)
-    tmp *= bary[:, 1:2]
-    out += tmp
-    np.take(values, corners[:, 2], axis=0, out=tmp)
-    tmp *= bary[:, 2:3]
-    out += tmp
-    return out

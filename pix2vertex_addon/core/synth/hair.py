@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from . import appearance as A
+from . import appearance
 from .mesh import RenderMesh
 
 __all__ = ["HAIR_STYLES", "hair_layer"]
@@ -159,9 +159,9 @@ def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals:
     if light["fill"] > 0:
         fd = np.asarray(light["fill_dir"], dtype=np.float32)
         shade += np.float32(light["fill"]) * np.clip(N @ fd, 0, None)[..., None]
-    alb = A.srgb_to_linear(np.asarray(app["hair_srgb"]) * colour_jit).astype(np.float32)
+    alb = appearance.srgb_to_linear(np.asarray(app["hair_srgb"]) * colour_jit).astype(np.float32)
     base = alb * shade * np.float32(exposure) * (0.65 + 0.35 * np.clip(D_g * 1.3, 0, 1))[..., None]
-    base = A.linear_to_srgb(base)  # (G, G, 3) sRGB
+    base = appearance.linear_to_srgb(base)  # (G, G, 3) sRGB
 
     # per pixel: density, strands radiating from the crown (the topmost hair), wavy
     Dw = up(D_g)
@@ -170,11 +170,11 @@ def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals:
     dx, dy = xx - np.float32(crown[0]), yy - np.float32(crown[1])
     rad = np.sqrt(dx * dx + dy * dy)
     ang = np.arctan2(dx, dy) + np.float32(wave[0]) * np.sin(rad * np.float32(256 / (wave[1] * R)))
-    bank = A.noise_bank()
+    bank = appearance.noise_bank()
     uv = np.stack([(ang * np.float32(256 * n_turns / (2 * np.pi))).ravel(),
                    (rad * np.float32(64 / R)).ravel()], axis=1)
-    strand = A.lookup(bank["strand"], uv, app["noise_offset"][:2], bilinear=False).reshape(Dw.shape)
-    coarse = A.lookup(bank["mid"], uv * np.float32(0.25), app["noise_offset"][2:],
+    strand = appearance.lookup(bank["strand"], uv, app["noise_offset"][:2], bilinear=False).reshape(Dw.shape)
+    coarse = appearance.lookup(bank["mid"], uv * np.float32(0.25), app["noise_offset"][2:],
                       bilinear=False).reshape(Dw.shape)
     alpha = _smoothstep((Dw - 0.3) / 0.3 + 1.2 * strand)
     # texture in sRGB (about the linear factor ** 0.45)

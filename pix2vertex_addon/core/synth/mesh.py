@@ -49,7 +49,7 @@ class RenderMesh:
     n_face_tris : number of template triangles at the start of ``triangles``.
     n_face_vertices : 9409, the face-region vertices (a prefix).
     part : (n_vertices,) int8 part code (SKIN, HEAD, MOUTH, ...).
-    canon : (n_face_vertices, 3) float32 canonical coordinates (docs/conventions.md).
+    canon : (n_face_vertices, 3) float32 canonical coordinates (docs/reference/conventions.md).
     neutral_cm : (n_vertices, 3) float32 neutral positions (texture space of the procedural maps).
     masks : dict name -> (n_vertices,) float32 in [0, 1].
     identity_basis : (100, n_vertices * 3) float32, C-contiguous.

@@ -1,6 +1,6 @@
 """Z-buffer triangle rasteriser with perspective-correct barycentrics (torch; no ``bpy``).
 
-Camera model (docs/conventions.md): pinhole, OpenCV frame (x right, y down, z forward), square
+Camera model (docs/reference/conventions.md): pinhole, OpenCV frame (x right, y down, z forward), square
 image of side ``R`` pixels, principal point at the image centre ``(R/2, R/2)``. Pixel coordinates
 are *continuous*: pixel ``(row r, col c)`` covers ``[c, c+1) x [r, r+1)`` and its centre is
 ``(c + 0.5, r + 0.5)``; a camera-frame point ``(x, y, z)`` projects to
@@ -345,7 +345,20 @@ def interpolate(values: np.ndarray, triangles: np.ndarray, tri_id: np.ndarray, b
     dt = np.result_type(vals.dtype, np.float32)
     out = np.full(tri_id.shape + (vals.shape[1],), fill, dtype=dt)
     m = tri_id >= 0
-    f = triangles[tri_id[m]]
-    b = bary[m]
-    out[m] = (vals[f[:, 0]] * b[:, 0:1] + vals[f[:, 1]] * b[:, 1:2] + vals[f[:, 2]] * b[:, 2:3])
+    out[m] = interpolate_pixels(vals, triangles[tri_id[m]], bary[m])
     return out
+
+
+def interpolate_pixels(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Per-vertex values (V, C) interpolated with barycentrics (P, 3) over triangles (P, 3)."""
+    # v0 * b0 + v1 * b1 + v2 * b2, in place (the same operations, fewer temporary arrays)
+    out = np.take(values, corners[:, 0], axis=0)
+    out *= bary[:, 0:1]
+    tmp = np.take(values, corners[:, 1], axis=0)
+    tmp *= bary[:, 1:2]
+    out += tmp
+    np.take(values, corners[:, 2], axis=0, out=tmp)
+    tmp *= bary[:, 2:3]
+    out += tmp
+    return out
+
