@@ -313,3 +313,31 @@ def test_no_face_message_states_the_size_this_photo_needs():
     size = int(str(err.value).split("at least about ")[1].split()[0])
     assert size > 92 and "4000x3000" in str(err.value)
     det.close()
+
+
+def test_a_full_disk_during_the_batch_stops_it_instead_of_failing_every_photo(tmp_path, pipeline, sample,
+                                                                              monkeypatch):
+    import errno
+
+    from pix2vertex_addon.core import batch
+    from pix2vertex_addon.core.export import OutputError
+
+    photos = [_save(tmp_path / "in" / f"p{k}.png", sample["image"], tweak=k) for k in range(3)]
+    calls = []
+    real = pipeline.reconstruct
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    def disk_full(*a, **k):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise OutputError(f"cannot write in {tmp_path / 'out'}: No space left on device") from exc
+
+    monkeypatch.setattr(pipeline, "reconstruct", counting)
+    monkeypatch.setattr(batch, "write_result", disk_full)
+    rep = run_batch(pipeline, photos, tmp_path / "out")
+    assert "No space left" in rep.aborted and len(rep.failed) == 1 and len(calls) == 1
+    assert "STOPPED" in rep.summary() and not rep.ok
