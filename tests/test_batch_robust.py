@@ -341,3 +341,18 @@ def test_a_full_disk_during_the_batch_stops_it_instead_of_failing_every_photo(tm
     rep = run_batch(pipeline, photos, tmp_path / "out")
     assert "No space left" in rep.aborted and len(rep.failed) == 1 and len(calls) == 1
     assert "STOPPED" in rep.summary() and not rep.ok
+
+
+def test_results_of_older_versions_are_redone_only_for_their_own_photo(tmp_path, pipeline, sample):
+    a = _save(tmp_path / "A" / "image.png", sample["image"])
+    b = _save(tmp_path / "B" / "image.png", sample["image"], tweak=1)
+    out = tmp_path / "out"
+    assert len(run_batch(pipeline, [a], out).done) == 1
+    report = out / "image" / "report.json"
+    doc = json.loads(report.read_text())
+    del doc["identity"]  # as written before results had records
+    report.write_text(json.dumps(doc))
+    rep = run_batch(pipeline, [b], out)
+    assert "no record of its input" in rep.failed[0][1], "another photo's old result is kept"
+    rep = run_batch(pipeline, [a], out)
+    assert len(rep.done) == 1 and _source(out / "image") == str(a.resolve()), "its own old result is redone"

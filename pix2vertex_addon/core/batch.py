@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import json
 import os
 import time
 import unicodedata
@@ -316,9 +317,20 @@ def _check_target(folder: Path, wanted: dict, overwrite: bool, replace_own: bool
     reason = identity_mismatch(recorded, wanted)
     own = recorded is not None and all((recorded.get("input") or {}).get(k) == wanted["input"].get(k)
                                        for k in ("path", "name"))
+    if recorded is None and _legacy_input(folder) == wanted["input"].get("path"):
+        return reason  # made by a version without records, from this same file: redone in place
     if reason is not None and not overwrite and not (replace_own and own):
         raise ResultExists(folder, reason, replaceable=True)
     return reason or ""
+
+
+def _legacy_input(folder: Path) -> str | None:
+    """The resolved input path of a result written before identity records (its ``input``)."""
+    try:
+        doc = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        return str(Path(doc["input"]).resolve()) if isinstance(doc.get("input"), str) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
+        return None
 
 
 def reconstruct_photo(
