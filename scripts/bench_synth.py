@@ -139,9 +139,10 @@ def bench_raster(res: int, count: int, device: str = "cpu") -> float:
     return count / (time.perf_counter() - t0)
 
 
-def bench_batched(res: int, count: int, batch: int, device: str, threads: int) -> tuple[float, float]:
-    """(samples/s of the whole batched generator, CPU ms per sample of its parameter draws) for
-    ``count`` samples in batches of ``batch`` (training/batch_synth.py, every augmentation on)."""
+def bench_batched(res: int, count: int, batch: int, device: str, threads: int) -> tuple[float, float, float]:
+    """(samples/s of the whole batched generator, CPU ms per sample of its parameter draws, CPU
+    ms per sample in all) for ``count`` samples in batches of ``batch`` (training/batch_synth.py,
+    every augmentation on)."""
     import torch
 
     from pix2vertex_addon.training.batch_synth import BatchGenerator
@@ -153,7 +154,7 @@ def bench_batched(res: int, count: int, batch: int, device: str, threads: int) -
     t_par = 0.0
     if device == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(n):
         c0 = time.process_time()
         p = gen.params(range(10_000 + i * batch, 10_000 + (i + 1) * batch))
@@ -161,9 +162,9 @@ def bench_batched(res: int, count: int, batch: int, device: str, threads: int) -
         gen.render(p)
     if device == "cuda":
         torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     torch.set_num_threads(1)
-    return n * batch / dt, 1000 * t_par / (n * batch)
+    return n * batch / dt, 1000 * t_par / (n * batch), 1000 * cpu / (n * batch)
 
 
 def _cpu_name() -> str:
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
                     help="also time the batched generator in batches of B (CPU with --threads, and CUDA)")
     ap.add_argument("--batched-only", action="store_true", help="only the batched generator's rows")
     ap.add_argument("--cuda-batch", type=int, default=256, help="batch of the CUDA rows of --batched")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the batched CPU rows")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the batched CPU rows")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="folder with an older pix2vertex_addon/ to compare against (before/after rows)")
     a = ap.parse_args(argv)
@@ -203,13 +204,13 @@ def main(argv=None) -> int:
     rows = []
     for res in a.resolutions:
         if a.batched:
-            sps, ms = bench_batched(res, a.count, a.batched, "cpu", a.threads)
-            rows.append((f"BatchGenerator, CPU {a.threads} threads, batch {a.batched} (parameters: {ms:.1f} ms)",
-                         res, sps, 1000 * a.threads / sps))
+            sps, ms, cpu = bench_batched(res, a.count, a.batched, "cpu", a.threads)
+            rows.append((f"BatchGenerator, CPU {a.threads} thread(s), batch {a.batched} (parameters: {ms:.1f} ms)",
+                         res, sps, cpu))
             if torch.cuda.is_available():
-                sps, ms = bench_batched(res, max(a.count, 8 * a.cuda_batch), a.cuda_batch, "cuda", 1)
-                rows.append((f"BatchGenerator, CUDA, batch {a.cuda_batch} (parameters: {ms:.2f} CPU ms)",
-                             res, sps, 1000 / sps))
+                sps, ms, cpu = bench_batched(res, max(a.count, 8 * a.cuda_batch), a.cuda_batch, "cuda", 1)
+                rows.append((f"BatchGenerator, CUDA, batch {a.cuda_batch} (parameters: {ms:.2f} ms)",
+                             res, sps, cpu))
         if a.batched_only:
             continue
         for w in a.workers:

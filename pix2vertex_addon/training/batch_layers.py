@@ -360,7 +360,7 @@ def occluder_layer(p: dict, R: int, lm2d: torch.Tensor, hair_srgb: torch.Tensor,
     occ = torch.zeros(B * R * R, device=dev)
     occ[flat] = 1.0
     occ = occ.view(B, 1, R, R)
-    if R >= 192:  # strands 1-3 px wide at 256 px
+    if R >= 384:  # strands 0.5-1.5 px wide at 256 px, as the per-sample ones
         occ = F.max_pool2d(occ, 2, stride=1, padding=1)[..., :R, :R]
     shade = (s[..., 4].mean(1) * 0.9 + 0.1)[:, None, None, None]
     over((hair_srgb[:, :, None, None] * shade + 8 / 255).clamp(0, 1), occ[:, 0])

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One GPU training chunk with the batched generator (training/fast_train.py) on the lent device
+# machine; fits one 10-minute command with time to spare:
+#
+#   bash scripts/gpu_fast_chunk.sh NAME DATA_OFFSET MINUTES [fast_train options ...]
+#
+# trains from the weights in $INIT (default pix2vertex_addon/weights) on fresh training samples
+# DATA_OFFSET, DATA_OFFSET + 1, ... (a new offset for every chunk: docs/networks.md lists those
+# used), stops itself a minute before MINUTES to validate and export, and leaves in $OUT/NAME the
+# fp16 export (config.json + two safetensors, each at most 16 MiB), log.jsonl and opts.json
+# (5 files). Prints throughput (samples/s, s per step, GPU busy share) and the validation figures.
+# The face model travels in an ignored folder: run(carry=[".fm"]) with .fm/ict_facekit.npz.
+# Extra options override the defaults (e.g. --arch two-heads, --resolution 256, --batch-size 48).
+set -euo pipefail
+NAME=${1:?usage: gpu_fast_chunk.sh NAME DATA_OFFSET MINUTES [fast_train options]}
+OFFSET=${2:?data offset (a new one for every chunk; docs/networks.md lists those used)}
+MINUTES=${3:?minutes (the device allows 10 per command, start-up included)}
+shift 3
+INIT=${INIT:-pix2vertex_addon/weights}
+OUT=${OUT:?set OUT to the folder that comes back}
+PY=${PY:-python3}
+WORKERS=${WORKERS:-$(($(nproc) - 2))}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+if [ -z "${P2V_FACE_MODEL:-}" ] && [ -f .fm/ict_facekit.npz ]; then
+    export P2V_FACE_MODEL=$PWD/.fm/ict_facekit.npz
+fi
+mkdir -p "$OUT"
+"$PY" -m pix2vertex_addon.training.fast_train --out "$OUT/$NAME" --init-weights "$INIT" \
+    --data-offset "$OFFSET" --max-minutes "$MINUTES" --workers "$WORKERS" --batch-size 64 \
+    --val-size 64 --log-every 50 "$@" 2>&1 | tee "$OUT/$NAME.train.log" | tail -n 40
