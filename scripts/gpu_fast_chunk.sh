@@ -25,6 +25,20 @@ if [ -z "${P2V_FACE_MODEL:-}" ] && [ -f .fm/ict_facekit.npz ]; then
     export P2V_FACE_MODEL=$PWD/.fm/ict_facekit.npz
 fi
 mkdir -p "$OUT"
+SMI=
+if command -v nvidia-smi >/dev/null 2>&1; then  # GPU busy share, sampled every second
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -l 1 > "$OUT/$NAME.gpu_util.csv" &
+    SMI=$!
+fi
+set +e
 "$PY" -m pix2vertex_addon.training.fast_train --out "$OUT/$NAME" --init-weights "$INIT" \
     --data-offset "$OFFSET" --max-minutes "$MINUTES" --workers "$WORKERS" --batch-size 64 \
     --val-size 64 --log-every 50 "$@" 2>&1 | tee "$OUT/$NAME.train.log" | tail -n 40
+rc=${PIPESTATUS[0]}
+set -e
+if [ -n "$SMI" ]; then
+    kill "$SMI" 2>/dev/null || true
+    awk '{s += $1; n += 1} END {if (n) printf "GPU busy (nvidia-smi, %d one-second samples, start-up included): %.0f %%\n", n, s / n}' \
+        "$OUT/$NAME.gpu_util.csv"
+fi
+exit "$rc"

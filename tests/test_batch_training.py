@@ -194,3 +194,35 @@ def test_fast_chunk_command(tmp_path, capsys):
     assert '"event": "end"' in (out / "log.jsonl").read_text()
     assert main(["--out", str(out), "--init-weights", str(tmp_path / "missing")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_fast_chunk_script(tmp_path):
+    """scripts/gpu_fast_chunk.sh (for the device machine): its export, log and options land in
+    $OUT/NAME, at most 8 files of at most 16 MiB; the data offset is required."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pix2vertex_addon.training.fast_train import FastTrainer
+
+    FastTrainer(_tiny(tmp_path)).export(tmp_path / "init", {"iter": 0, "train_time_s": 0.0})
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, INIT=str(tmp_path / "init"), OUT=str(tmp_path / "out"), PY=sys.executable,
+               WORKERS="0")
+    tiny = ["--resolution", "64", "--ngf", "8", "--max-channels", "16", "--batch-size", "2", "--iters", "2",
+            "--max-minutes", "0", "--val-size", "2", "--log-every", "1", "--threads", "1"]
+    script = str(repo / "scripts" / "gpu_fast_chunk.sh")
+    r = subprocess.run(["bash", script, "f1", "300000000", "5", *tiny], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = tmp_path / "out" / "f1"
+    files = list(out.iterdir())
+    assert {f.name for f in files} >= {"config.json", "geometry.safetensors", "correspondence.safetensors",
+                                       "log.jsonl", "opts.json"}
+    assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files)
+    assert json.loads((out / "opts.json").read_text())["data_offset"] == 300000000
+    assert '"samples_per_s"' in r.stdout
+    r = subprocess.run(["bash", script, "f2"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "data offset" in r.stderr

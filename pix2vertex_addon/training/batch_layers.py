@@ -356,9 +356,9 @@ def occluder_layer(p: dict, R: int, lm2d: torch.Tensor, hair_srgb: torch.Tensor,
     live = (torch.arange(K, device=dev)[None] < p["fr_n"][:, None] * K / 200) & (on[:, 1:2] > 0)
     ok = live[..., None] & (px >= 0) & (px < R) & (py >= 0) & (py < R)
     b_idx = torch.arange(B, device=dev)[:, None, None].expand_as(px)
-    flat = (b_idx * R * R + py.clamp(0, R - 1).long() * R + px.clamp(0, R - 1).long())[ok]
+    flat = b_idx * R * R + py.clamp(0, R - 1).long() * R + px.clamp(0, R - 1).long()
     occ = torch.zeros(B * R * R, device=dev)
-    occ[flat] = 1.0
+    occ.scatter_reduce_(0, flat.reshape(-1), ok.reshape(-1).float(), "amax")
     occ = occ.view(B, 1, R, R)
     if R >= 384:  # strands 0.5-1.5 px wide at 256 px, as the per-sample ones
         occ = F.max_pool2d(occ, 2, stride=1, padding=1)[..., :R, :R]

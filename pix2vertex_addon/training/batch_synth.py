@@ -291,13 +291,13 @@ class BatchGenerator:
             mask &= hair_rgba[:, 3] < 0.5
         if occ_rgba is not None:
             mask &= occ_rgba[:, 3] < 0.5
-        pm = mask.reshape(-1).index_select(0, cov)
-        lab = P[pm]
-        lab[:, 2] -= z_ref.index_select(0, b_of[pm])
+        pm = mask.reshape(-1).index_select(0, cov)[:, None]  # (selections by where: no host sync)
+        lab = P.clone()
+        lab[:, 2] -= z_ref.index_select(0, b_of)
         xyz = torch.zeros((B * R * R, 3), dtype=torch.float32, device=dev)
         corr = torch.zeros((B * R * R, 3), dtype=torch.float32, device=dev)
-        xyz.index_copy_(0, cov[pm], lab.float())
-        corr.index_copy_(0, cov[pm], cn[pm].clamp(0.0, 1.0))
+        xyz.index_copy_(0, cov, torch.where(pm, lab.float(), 0.0))
+        corr.index_copy_(0, cov, torch.where(pm, cn.clamp(0.0, 1.0), 0.0))
 
         img = L.compose_background(p, self.photos, R, lm2d[:, 8].float(),
                                    (lm2d[:, :, 0].amax(1) - lm2d[:, :, 0].amin(1)).float() * 0.55,
@@ -531,7 +531,7 @@ class BatchGenerator:
         G = max(8, R // 4)
         occ = torch.zeros(B * G * G, device=dev)
         gidx = bi * G * G + (v * G / R).long().clamp(0, G - 1) * G + (u * G / R).long().clamp(0, G - 1)
-        occ[gidx[okp]] = 1.0
+        occ.scatter_reduce_(0, gidx.reshape(-1), okp.reshape(-1).float(), "amax")
         occ = occ.view(B, 1, G, G)
         Dg = (L.blur(occ, torch.full((B,), 1.1, device=dev), 1.1) * 2.2).clamp(0, 1)
         # shading on the grid: normals from the silhouette's slope, lights of the sample
