@@ -14,17 +14,9 @@
 set -euo pipefail
 NAME=${1:?usage: gpu_fast_chunk.sh NAME DATA_OFFSET MINUTES [fast_train options]}
 OFFSET=${2:?data offset (a new one for every chunk; docs/networks.md lists those used)}
-MINUTES=${3:?minutes (the device allows 10 per command, start-up included)}
+MINUTES=${3:?minutes: the chunk stops itself one minute before, to validate and export}
 shift 3
-INIT=${INIT:-pix2vertex_addon/weights}
-OUT=${OUT:?set OUT to the folder that comes back}
-PY=${PY:-python3}
-WORKERS=${WORKERS:-$(($(nproc) - 2))}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-if [ -z "${P2V_FACE_MODEL:-}" ] && [ -f .fm/ict_facekit.npz ]; then
-    export P2V_FACE_MODEL=$PWD/.fm/ict_facekit.npz
-fi
-mkdir -p "$OUT"
+source "$(dirname "$0")/_gpu_env.sh"
 SMI=
 if command -v nvidia-smi >/dev/null 2>&1; then  # GPU busy share, sampled every second
     nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -l 1 > "$OUT/$NAME.gpu_util.csv" &

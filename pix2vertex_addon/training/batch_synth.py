@@ -30,14 +30,8 @@ import torch.nn.functional as F
 from ..core.correspondence import MODEL_TO_CAMERA
 from ..core.face_model import N_IDENTITY, FaceModel, load_face_model
 from ..core.synth import appearance as A
-from ..core.synth.generator import (
-    CROP_SCALE_JITTER,
-    CROP_SHIFT_JITTER,
-    DISTANCE_RANGE_MM,
-    _place_camera,
-    _sample_light,
-)
-from ..core.synth.hair import HAIR_STYLES
+from ..core.synth.generator import _place_camera, _sample_light, sample_camera
+from ..core.synth.hair import draw_hair
 from ..core.synth.mesh import SCLERA, TEETH, render_mesh
 from ..core.synth.raster import rasterize
 from ..core.synth.sampling import rng_for, rotation_from_pose, sample_expression, sample_identity, sample_pose
@@ -66,11 +60,7 @@ def _draw_one(seed: int, R: int, model: FaceModel, lm_basis: tuple, jitter: bool
     w_ex = model.expression_weights(sample_expression(rng_for(seed, "expression")))
     pose = sample_pose(rng_for(seed, "pose"))
     rot = rotation_from_pose(pose["yaw"], pose["pitch"], pose["roll"]) @ MODEL_TO_CAMERA
-    cam = rng_for(seed, "camera")
-    lo, hi = DISTANCE_RANGE_MM
-    dist = float(np.exp(cam.uniform(math.log(lo), math.log(hi))))
-    s_j = float(cam.uniform(1 - CROP_SCALE_JITTER, 1 + CROP_SCALE_JITTER))
-    sh_j = cam.uniform(-CROP_SHIFT_JITTER, CROP_SHIFT_JITTER, 2)
+    dist, s_j, sh_j = sample_camera(rng_for(seed, "camera"))
     if not jitter:
         s_j, sh_j = 1.0, np.zeros(2)
     # the landmarks alone place the camera (float32 shape, as generate_sample's)
@@ -109,29 +99,14 @@ def _draw_one(seed: int, R: int, model: FaceModel, lm_basis: tuple, jitter: bool
 
 
 def _draw_hair(rng: np.random.Generator, enabled: bool) -> dict:
-    """The hair layer's draws, in the order and ranges of ``core/synth/hair.py``."""
-    names = list(HAIR_STYLES)
-    style = names[int(rng.choice(len(names), p=list(HAIR_STYLES.values())))]
-    thick = float(np.exp(rng.uniform(np.log(4.0), np.log(45.0))))
-    front = float(rng.uniform(-1.5, 1.0))
-    cover_ears = bool(rng.random() < 0.5)
-    drop = float(rng.uniform(2.5, 6.0) if cover_ears else rng.uniform(0.0, 2.0))
-    nape = float(rng.uniform(0.0, 5.0))
-    length = float(rng.uniform(60.0, 320.0))
-    flare = float(rng.uniform(-0.05, 0.35))
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    freq = rng.normal(0, 0.5, (3, 3))
-    wave = (float(rng.uniform(0.0, 0.06)), float(rng.uniform(8.0, 30.0)))
-    n_turns = float(rng.uniform(1.0, 3.0))
-    colour_jit = np.exp(rng.normal(0, 0.08, 3))
-    sheen = float(rng.uniform(0.05, 0.35))
-    on = enabled and style != "none"
+    """The hair layer's draws (``core/synth/hair.draw_hair``) as fixed-size arrays."""
+    d = draw_hair(rng)
     return {
-        "hr_on": np.float32(on), "hr_long": np.float32(style == "long"),
-        "hr_geom": np.array([thick, front, drop, nape, length, flare, wave[0], wave[1], n_turns, sheen],
-                            dtype=np.float32),
-        "hr_phase": phase.astype(np.float32), "hr_freq": freq.astype(np.float32),
-        "hr_colour": colour_jit.astype(np.float32),
+        "hr_on": np.float32(enabled and d["style"] != "none"), "hr_long": np.float32(d["style"] == "long"),
+        "hr_geom": np.array([d["thick"], d["front"], d["drop"], d["nape"], d["length"], d["flare"], *d["wave"],
+                             d["n_turns"], d["sheen"]], dtype=np.float32),
+        "hr_phase": d["phase"].astype(np.float32), "hr_freq": d["freq"].astype(np.float32),
+        "hr_colour": d["colour_jit"].astype(np.float32),
     }
 
 

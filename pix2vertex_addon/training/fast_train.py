@@ -32,9 +32,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.losses import LossWeights, geometry_terms, masked_l1
+from ..core.losses import geometry_terms, masked_l1
 from ..core.nets import define_net
 from .batch_synth import BatchGenerator, draw_params
+from .train import NetLossOptions
 
 __all__ = ["FastOptions", "FastTrainer", "ParamBatches", "TwoHeadNet", "main"]
 
@@ -42,7 +43,7 @@ ARCHS = ("two-nets", "two-heads")
 
 
 @dataclass
-class FastOptions:
+class FastOptions(NetLossOptions):
     out: str = ""
     resolution: int = 128
     ngf: int = 32
@@ -70,13 +71,7 @@ class FastOptions:
     seed: int = 0
     threads: int = 2
     device: str = "auto"
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
-
-    def net_kwargs(self) -> dict:
-        return dict(resolution=self.resolution, ngf=self.ngf, max_channels=self.max_channels, num_downs=None,
-                    norm=self.norm)
+    num_downs: int | None = None  # fixed by the resolution (exports record None)
 
 
 class TwoHeadNet(nn.Module):
@@ -333,6 +328,8 @@ def parse_args(argv=None) -> FastOptions:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(FastOptions):
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "num_downs":
+            continue
         if isinstance(f.default, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         elif f.name == "arch":

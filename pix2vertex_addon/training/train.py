@@ -38,8 +38,34 @@ from .metrics import corr_errors_mm, depth_errors, mask_iou, summarize
 DEFAULT_RUNS_DIR = "/work/p2v_runs"
 
 
+class NetLossOptions:
+    """The network and loss-weight options shared by :class:`TrainOptions` and the fast chunk's."""
+
+    resolution: int
+    ngf: int
+    max_channels: int
+    num_downs: int | None
+    norm: str
+    w_xyz: float
+    w_normals: float
+    w_mask: float
+    w_corr: float
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
+
+    def net_kwargs(self) -> dict:
+        return dict(
+            resolution=self.resolution,
+            ngf=self.ngf,
+            max_channels=self.max_channels,
+            num_downs=self.num_downs,
+            norm=self.norm,
+        )
+
+
 @dataclass
-class TrainOptions:
+class TrainOptions(NetLossOptions):
     name: str = "run"
     runs_dir: str = DEFAULT_RUNS_DIR
     # network
@@ -79,18 +105,6 @@ class TrainOptions:
     seed: int = 0
     threads: int = 2
     device: str = "auto"
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
-
-    def net_kwargs(self) -> dict:
-        return dict(
-            resolution=self.resolution,
-            ngf=self.ngf,
-            max_channels=self.max_channels,
-            num_downs=self.num_downs,
-            norm=self.norm,
-        )
 
 
 def parse_args(argv=None) -> tuple[TrainOptions, bool]:
