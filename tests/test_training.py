@@ -313,6 +313,7 @@ def test_eval_reconstruction_script(tmp_path):
     assert mod.compare(tmp_path / "t", tmp_path / "n").count("| vertex error") == 2
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule alone, no optimiser steps
 def test_trainer_schedule_is_the_linear_decay(tmp_path):
     """train()'s LambdaLR gives lr * lr_factor(it) at step it (constant, then linear to 0)."""
     from pix2vertex_addon.training.train import Trainer, lr_factor
