@@ -189,10 +189,12 @@ class BatchGenerator:
         p = draw_params(seeds, self.R, self.model, n_photos=self.n_photos, **kw)
         return self.to_device(p)
 
-    def to_device(self, p: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def to_device(self, p: dict) -> dict[str, torch.Tensor]:
+        """Parameters (numpy arrays, or tensors as a DataLoader hands them over, possibly pinned)
+        on the device."""
         out = {}
         for k, v in p.items():
-            tt = torch.from_numpy(np.ascontiguousarray(v))
+            tt = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
             if tt.dtype == torch.float64 and k not in ("rotation", "translation", "focal"):
                 tt = tt.float()
             out[k] = tt.to(self.device, non_blocking=True)

@@ -321,7 +321,8 @@ class FastTrainer:
                   "hardware": torch.cuda.get_device_name() if self.cuda else "CPU"}
         arch = {"resolution": self.opts.resolution, "ngf": self.opts.ngf, "max_channels": self.opts.max_channels,
                 "num_downs": None, "norm": self.opts.norm}
-        return write_weights(out, self.model.export_state(), arch, source)
+        states = {n: {k: v.detach().cpu() for k, v in sd.items()} for n, sd in self.model.export_state().items()}
+        return write_weights(out, states, arch, source)
 
 
 def parse_args(argv=None) -> FastOptions:
