@@ -139,6 +139,34 @@ def bench_raster(res: int, count: int, device: str = "cpu") -> float:
     return count / (time.perf_counter() - t0)
 
 
+def bench_batched(res: int, count: int, batch: int, device: str, threads: int) -> tuple[float, float, float]:
+    """(samples/s of the batched generator's device stage, CPU ms per sample of the parameter
+    draws in one process, CPU ms per sample of the device stage) for ``count`` samples in
+    batches of ``batch`` (training/batch_synth.py, every augmentation on). The parameters are
+    drawn first, as DataLoader workers draw them ahead in training."""
+    import torch
+
+    from pix2vertex_addon.training.batch_synth import BatchGenerator
+
+    torch.set_num_threads(threads)
+    gen = BatchGenerator(res, device)
+    gen.render(gen.params(range(batch)))  # warm-up (allocations, photo bank)
+    n = max(1, count // batch)
+    c0 = time.process_time()
+    params = [gen.params(range(10_000 + i * batch, 10_000 + (i + 1) * batch)) for i in range(n)]
+    t_par = time.process_time() - c0
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for p in params:
+        gen.render(p)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    torch.set_num_threads(1)
+    return n * batch / dt, 1000 * t_par / (n * batch), 1000 * cpu / (n * batch)
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -154,6 +182,11 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=40, help="samples per measurement")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batched", type=int, default=0, metavar="B",
+                    help="also time the batched generator in batches of B (CPU with --threads, and CUDA)")
+    ap.add_argument("--batched-only", action="store_true", help="only the batched generator's rows")
+    ap.add_argument("--cuda-batch", type=int, default=256, help="batch of the CUDA rows of --batched")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the batched CPU rows")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="folder with an older pix2vertex_addon/ to compare against (before/after rows)")
     a = ap.parse_args(argv)
@@ -170,6 +203,16 @@ def main(argv=None) -> int:
     print(f"load    : {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f} (1/5/15 min) before the run")
     rows = []
     for res in a.resolutions:
+        if a.batched:
+            sps, ms, cpu = bench_batched(res, a.count, a.batched, "cpu", a.threads)
+            rows.append((f"BatchGenerator, CPU {a.threads} thread(s), batch {a.batched} (+ parameters: {ms:.1f} ms)",
+                         res, sps, cpu))
+            if torch.cuda.is_available():
+                sps, ms, cpu = bench_batched(res, max(a.count, 8 * a.cuda_batch), a.cuda_batch, "cuda", 1)
+                rows.append((f"BatchGenerator, CUDA, batch {a.cuda_batch} (+ parameters: {ms:.2f} CPU ms)",
+                             res, sps, cpu))
+        if a.batched_only:
+            continue
         for w in a.workers:
             sps, cpu = bench_generator(res, a.count, w)
             rows.append((f"generate_sample, {w} process{'es' if w > 1 else ''}", res, sps, 1000 * cpu))

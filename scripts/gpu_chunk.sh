@@ -15,15 +15,7 @@ NAME=${1:?usage: gpu_chunk.sh NAME DATA_OFFSET MINUTES [train options]}
 OFFSET=${2:?data offset (a new one for every chunk; docs/dev/training.md lists those used)}
 MINUTES=${3:?minutes of training (the device allows 10 per command, all steps included)}
 shift 3
-INIT=${INIT:-pix2vertex_addon/weights}
-OUT=${OUT:?set OUT to the folder that comes back}
-PY=${PY:-python3}
-WORKERS=${WORKERS:-$(($(nproc) - 2))}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-if [ -z "${P2V_FACE_MODEL:-}" ] && [ -f .fm/ict_facekit.npz ]; then
-    export P2V_FACE_MODEL=$PWD/.fm/ict_facekit.npz
-fi
-mkdir -p "$OUT"
+source "$(dirname "$0")/_gpu_env.sh"
 RUNS=${RUNS:-.runs}
 set +e
 "$PY" -m pix2vertex_addon.training.train --runs-dir "$RUNS" --name "$NAME" --init-weights "$INIT" \

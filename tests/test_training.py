@@ -311,3 +311,19 @@ def test_eval_reconstruction_script(tmp_path):
     net = json.loads((tmp_path / "n" / "metrics.json").read_text())
     assert true["v_mean"] < net["v_mean"] < 15.0
     assert mod.compare(tmp_path / "t", tmp_path / "n").count("| vertex error") == 2
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule alone, no optimiser steps
+def test_trainer_schedule_is_the_linear_decay(tmp_path):
+    """train()'s LambdaLR gives lr * lr_factor(it) at step it (constant, then linear to 0)."""
+    from pix2vertex_addon.training.train import Trainer, lr_factor
+
+    opts = _opts(tmp_path, iters=10, lr_decay_start=4)
+    tr = Trainer(opts)
+    seen = []
+    for _ in range(10):
+        seen.append(tr.optims["geometry"].param_groups[0]["lr"])
+        for s in tr.scheds.values():
+            s.step()
+    assert seen == pytest.approx([opts.lr * lr_factor(opts, it) for it in range(10)])
+    assert seen[:5] == pytest.approx([opts.lr] * 5) and seen[-1] == pytest.approx(opts.lr / 6)

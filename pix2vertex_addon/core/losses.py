@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .nets import XYZ_SCALE_MM
 
-__all__ = ["LossWeights", "normals_from_xyz", "masked_l1", "geometry_loss", "correspondence_loss"]
+__all__ = ["LossWeights", "normals_from_xyz", "masked_l1", "geometry_loss", "geometry_terms", "correspondence_loss"]
 
 
 NORMALS_EPS = 1e-5
@@ -98,6 +98,14 @@ def geometry_loss(
     total : scalar tensor
     parts : dict of float (unweighted 'xyz', 'normals', 'mask')
     """
+    t = geometry_terms(pred, xyz_mm, mask)
+    total = w.xyz * t["xyz"] + w.normals * t["normals"] + w.mask * t["mask"]
+    return total, {k: v.item() for k, v in t.items()}
+
+
+def geometry_terms(pred: torch.Tensor, xyz_mm: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The unweighted terms of :func:`geometry_loss` as tensors ('xyz', 'normals', 'mask'):
+    nothing is read back to the host (a training loop that must not wait on the device)."""
     _check_map("pred", pred, 4)
     _check_map("xyz_mm", xyz_mm, 3)
     _check_map("mask", mask, 1)
@@ -109,8 +117,7 @@ def geometry_loss(
     n_true, _ = normals_from_xyz(target, None)
     l_n = masked_l1(n_pred, n_true, valid)
     l_mask = F.binary_cross_entropy_with_logits(pred[:, 3:4], mask.to(pred.dtype))
-    total = w.xyz * l_xyz + w.normals * l_n + w.mask * l_mask
-    return total, {"xyz": l_xyz.item(), "normals": l_n.item(), "mask": l_mask.item()}
+    return {"xyz": l_xyz, "normals": l_n, "mask": l_mask}
 
 
 def correspondence_loss(

@@ -38,8 +38,34 @@ from .metrics import corr_errors_mm, depth_errors, mask_iou, summarize
 DEFAULT_RUNS_DIR = "/work/p2v_runs"
 
 
+class NetLossOptions:
+    """The network and loss-weight options shared by :class:`TrainOptions` and the fast chunk's."""
+
+    resolution: int
+    ngf: int
+    max_channels: int
+    num_downs: int | None
+    norm: str
+    w_xyz: float
+    w_normals: float
+    w_mask: float
+    w_corr: float
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
+
+    def net_kwargs(self) -> dict:
+        return dict(
+            resolution=self.resolution,
+            ngf=self.ngf,
+            max_channels=self.max_channels,
+            num_downs=self.num_downs,
+            norm=self.norm,
+        )
+
+
 @dataclass
-class TrainOptions:
+class TrainOptions(NetLossOptions):
     name: str = "run"
     runs_dir: str = DEFAULT_RUNS_DIR
     # network
@@ -79,18 +105,6 @@ class TrainOptions:
     seed: int = 0
     threads: int = 2
     device: str = "auto"
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.w_xyz, self.w_normals, self.w_mask, self.w_corr)
-
-    def net_kwargs(self) -> dict:
-        return dict(
-            resolution=self.resolution,
-            ngf=self.ngf,
-            max_channels=self.max_channels,
-            num_downs=self.num_downs,
-            norm=self.norm,
-        )
 
 
 def parse_args(argv=None) -> tuple[TrainOptions, bool]:
@@ -228,186 +242,198 @@ def load_exported(nets: dict, opts: TrainOptions, weights_dir) -> None:
         load_weights_into(net, weights_dir / cfg["files"][n])
 
 
-def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or continue) training; returns the last validation metrics."""
-    t_start = time.time()
+def lr_factor(opts: TrainOptions, it: int) -> float:
+    """Learning-rate multiplier at iteration ``it``: 1, or from ``--lr-decay-start`` a linear
+    decay reaching 0 at ``--iters``."""
+    if opts.lr_decay_start and it >= opts.lr_decay_start:
+        return max(0.0, 1 - (it - opts.lr_decay_start) / max(1, opts.iters - opts.lr_decay_start))
+    return 1.0
+
+
+def _configure_device(opts: TrainOptions) -> torch.device:
     torch.set_num_threads(opts.threads)
     device = pick_device(opts.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    run_dir = Path(opts.runs_dir) / opts.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(opts.seed)
-    nets = build_nets(opts, device)
-    optims = {
-        n: torch.optim.Adam(m.parameters(), lr=opts.lr, betas=(opts.beta1, 0.999)) for n, m in nets.items()
-    }
-    start, best, elapsed0 = 0, float("inf"), 0.0
-    ckpt_path = run_dir / "latest.pt"
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"{ckpt_path} not found: nothing to resume (drop --resume to start)")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        for n in nets:
-            nets[n].load_state_dict(ck["nets"][n])
-            optims[n].load_state_dict(ck["optims"][n])
-            for pg in optims[n].param_groups:  # --lr given on resume wins over the saved one
-                pg["lr"] = opts.lr
-        start, best, elapsed0 = int(ck["iter"]), float(ck["best"]), float(ck.get("elapsed_s", 0.0))
-        torch.set_rng_state(ck["torch_rng"])
-    elif opts.init_weights:
-        load_exported(nets, opts, opts.init_weights)
-        if opts.data_offset == 0:
-            print(
-                "warning: --init-weights with --data-offset 0 replays the training stream from its start; "
-                "samples the init weights were trained on are not new to them (pass --data-offset)",
-                file=sys.stderr,
-            )
-    (run_dir / "opts.json").write_text(json.dumps(asdict(opts), indent=2))
-    log = open(run_dir / "log.jsonl", "a")
+    return device
 
-    def log_line(d):
-        log.write(json.dumps(d) + "\n")
-        log.flush()
 
-    log_line(
-        {
-            "event": "start",
-            "iter": start,
-            "device": str(device),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "resume": resume,
+class Trainer:
+    """One run of :func:`train`: networks, optimisers, their schedulers, data, log, checkpoints."""
+
+    def __init__(self, opts: TrainOptions, resume: bool = False):
+        self.opts, self.resume = opts, resume
+        self.t_start = time.time()
+        self.device = _configure_device(opts)
+        self.run_dir = Path(opts.runs_dir) / opts.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.run_dir / "latest.pt"
+        seed_everything(opts.seed)
+        self.nets = build_nets(opts, self.device)
+        self.optims = {
+            n: torch.optim.Adam(m.parameters(), lr=opts.lr, betas=(opts.beta1, 0.999)) for n, m in self.nets.items()
         }
-    )
+        self.start, self.best, self.elapsed0 = self._restore()
+        self.scheds = {
+            n: torch.optim.lr_scheduler.LambdaLR(o, lambda k: lr_factor(opts, self.start + k))
+            for n, o in self.optims.items()
+        }
+        self.weights = opts.loss_weights()
 
-    remaining = max(0, opts.iters - start)
-    per_step = opts.fresh_per_step or opts.batch_size
-    if per_step > opts.batch_size:
-        raise ValueError(f"--fresh-per-step {per_step} exceeds --batch-size {opts.batch_size}")
-    train_ds = make_dataset(
-        opts.data, "train", opts.resolution, remaining * per_step, offset=opts.data_offset + start * per_step
-    )
-    pool = ReplayPool(opts.pool_size, opts.seed + start) if opts.fresh_per_step else None
-    val_src = opts.val_data or opts.data
-    val_ds = make_dataset(val_src, "val", opts.resolution, opts.val_size)
-    g = torch.Generator()
-    g.manual_seed(opts.seed)
-    loader = DataLoader(
-        train_ds,
-        batch_size=per_step,
-        shuffle=False,
-        num_workers=opts.workers,
-        drop_last=True,
-        persistent_workers=False,
-        prefetch_factor=4 if opts.workers else None,
-        pin_memory=device.type == "cuda",
-    )
-    val_batches = None  # generated lazily at the first validation
-    corr_scale = corr_scale_for(val_src)
-    w = opts.loss_weights()
+    def _restore(self) -> tuple[int, float, float]:
+        """(first iteration, best score, elapsed seconds) from the checkpoint or the init weights."""
+        opts = self.opts
+        if self.resume:
+            if not self.ckpt_path.exists():
+                raise FileNotFoundError(f"{self.ckpt_path} not found: nothing to resume (drop --resume to start)")
+            ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+            for n in self.nets:
+                self.nets[n].load_state_dict(ck["nets"][n])
+                self.optims[n].load_state_dict(ck["optims"][n])
+                for pg in self.optims[n].param_groups:  # --lr given on resume wins over the saved one
+                    pg["lr"] = pg["initial_lr"] = opts.lr
+            torch.set_rng_state(ck["torch_rng"])
+            return int(ck["iter"]), float(ck["best"]), float(ck.get("elapsed_s", 0.0))
+        if opts.init_weights:
+            load_exported(self.nets, opts, opts.init_weights)
+            if opts.data_offset == 0:
+                print(
+                    "warning: --init-weights with --data-offset 0 replays the training stream from its start; "
+                    "samples the init weights were trained on are not new to them (pass --data-offset)",
+                    file=sys.stderr,
+                )
+        return 0, float("inf"), 0.0
 
-    def set_lr(it):
-        if opts.lr_decay_start and it >= opts.lr_decay_start:
-            lr = opts.lr * max(0.0, 1 - (it - opts.lr_decay_start) / max(1, opts.iters - opts.lr_decay_start))
-            for o in optims.values():
-                for pg in o.param_groups:
-                    pg["lr"] = lr
+    def loader(self) -> DataLoader:
+        opts = self.opts
+        remaining = max(0, opts.iters - self.start)
+        per_step = opts.fresh_per_step or opts.batch_size
+        if per_step > opts.batch_size:
+            raise ValueError(f"--fresh-per-step {per_step} exceeds --batch-size {opts.batch_size}")
+        ds = make_dataset(opts.data, "train", opts.resolution, remaining * per_step,
+                          offset=opts.data_offset + self.start * per_step)
+        return DataLoader(
+            ds,
+            batch_size=per_step,
+            shuffle=False,
+            num_workers=opts.workers,
+            drop_last=True,
+            persistent_workers=False,
+            prefetch_factor=4 if opts.workers else None,
+            pin_memory=self.device.type == "cuda",
+        )
 
-    def save(path, it, elapsed):
+    def save(self, path: Path, it: int, elapsed: float) -> None:
         _atomic_save(
             {
-                "nets": {n: m.state_dict() for n, m in nets.items()},
-                "optims": {n: o.state_dict() for n, o in optims.items()},
+                "nets": {n: m.state_dict() for n, m in self.nets.items()},
+                "optims": {n: o.state_dict() for n, o in self.optims.items()},
                 "iter": it,
-                "best": best,
+                "best": self.best,
                 "elapsed_s": elapsed,
                 "torch_rng": torch.get_rng_state(),
             },
             path,
         )
 
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=opts.iters,
-        initial=start,
-        disable=not progress,
-        mininterval=10 if not sys.stderr.isatty() else 0.1,
-        dynamic_ncols=True,
-    )
-    it = start
-    t0 = time.time()
-    last_ckpt = t0
-    val = {}
-    running = {}
-    for n in nets.values():
-        n.train()
-    for batch in loader:
-        if pool is not None:
-            batch = pool.mix(batch, opts.batch_size)
-        set_lr(it)
+    def step(self, batch: dict, it: int) -> dict:
+        """One optimiser step of each network on ``batch``; the unweighted loss terms."""
+        opts, nets, device = self.opts, self.nets, self.device
         img = batch["image"].to(device, non_blocking=True)
         mask = batch["mask"].to(device)
-        parts = {}
+        parts: dict = {}
         if "geometry" in nets:
             ramp = min(1.0, (it + 1) / opts.normals_warmup) if opts.normals_warmup > 0 else 1.0
-            w_it = replace(w, normals=w.normals * ramp)
+            w_it = replace(self.weights, normals=self.weights.normals * ramp)
             loss_g, p = geometry_loss(nets["geometry"](img), batch["xyz"].to(device), mask, w_it)
-            optims["geometry"].zero_grad(set_to_none=True)
+            self.optims["geometry"].zero_grad(set_to_none=True)
             loss_g.backward()
-            optims["geometry"].step()
+            self.optims["geometry"].step()
             parts.update(p)
         if "correspondence" in nets:
-            loss_c, p = correspondence_loss(nets["correspondence"](img), batch["corr"].to(device), mask, w)
-            optims["correspondence"].zero_grad(set_to_none=True)
+            loss_c, p = correspondence_loss(nets["correspondence"](img), batch["corr"].to(device), mask,
+                                            self.weights)
+            self.optims["correspondence"].zero_grad(set_to_none=True)
             loss_c.backward()
-            optims["correspondence"].step()
+            self.optims["correspondence"].step()
             parts.update(p)
-        it += 1
-        for k, v in parts.items():
-            running[k] = running.get(k, 0.0) + v
-        running["n"] = running.get("n", 0) + 1
-        bar.update(1)
-        out_of_time = opts.max_minutes > 0 and time.time() - t_start > opts.max_minutes * 60
-        if it % opts.log_every == 0 or it == opts.iters:
-            avg = {k: v / running["n"] for k, v in running.items() if k != "n"}
-            bar.set_postfix({k: f"{v:.4f}" for k, v in avg.items()})
-            log_line(
-                {"event": "train", "iter": it, "elapsed_s": round(elapsed0 + time.time() - t0, 1), **avg}
-            )
-            running = {}
-        if it % opts.val_every == 0 or it == opts.iters or out_of_time:
-            if val_batches is None:
-                val_batches = list(DataLoader(val_ds, batch_size=opts.batch_size, num_workers=0))
-            val = validate(nets, val_batches, corr_scale, device)
-            sc = score(val)
-            log_line(
-                {
-                    "event": "val",
-                    "iter": it,
-                    "elapsed_s": round(elapsed0 + time.time() - t0, 1),
-                    "score": sc,
-                    **val,
-                }
-            )
-            bar.write(f"[val {it}] " + " ".join(f"{k}={v:.4f}" for k, v in val.items()))
-            if sc < best:
-                best = sc
-                save(run_dir / "best.pt", it, elapsed0 + time.time() - t0)
-        if time.time() - last_ckpt > opts.ckpt_minutes * 60 or it == opts.iters or out_of_time:
-            save(ckpt_path, it, elapsed0 + time.time() - t0)
-            last_ckpt = time.time()
-        if out_of_time:
-            bar.write(f"stopping at iteration {it}: --max-minutes {opts.max_minutes} reached")
-            break
-    if it == start or not ckpt_path.exists():
-        save(ckpt_path, it, elapsed0 + time.time() - t0)
-    bar.close()
-    log_line({"event": "end", "iter": it, "elapsed_s": round(elapsed0 + time.time() - t0, 1)})
-    log.close()
-    return {"iter": it, **val}
+        for s in self.scheds.values():
+            s.step()
+        return parts
+
+    def run(self, progress: bool = True) -> dict:
+        """Train up to ``--iters`` (or ``--max-minutes``); returns the last validation metrics."""
+        from tqdm import tqdm
+
+        opts, start = self.opts, self.start
+        (self.run_dir / "opts.json").write_text(json.dumps(asdict(opts), indent=2))
+        log = open(self.run_dir / "log.jsonl", "a")
+
+        def log_line(d):
+            log.write(json.dumps(d) + "\n")
+            log.flush()
+
+        log_line({"event": "start", "iter": start, "device": str(self.device),
+                  "time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume": self.resume})
+        loader = self.loader()
+        pool = ReplayPool(opts.pool_size, opts.seed + start) if opts.fresh_per_step else None
+        val_src = opts.val_data or opts.data
+        val_ds = make_dataset(val_src, "val", opts.resolution, opts.val_size)
+        val_batches = None  # generated lazily at the first validation
+        corr_scale = corr_scale_for(val_src)
+        bar = tqdm(total=opts.iters, initial=start, disable=not progress,
+                   mininterval=10 if not sys.stderr.isatty() else 0.1, dynamic_ncols=True)
+        it, t0 = start, time.time()
+        last_ckpt = t0
+        val: dict = {}
+        running: dict = {}
+        elapsed = lambda: self.elapsed0 + time.time() - t0  # noqa: E731
+        for n in self.nets.values():
+            n.train()
+        for batch in loader:
+            if pool is not None:
+                batch = pool.mix(batch, opts.batch_size)
+            parts = self.step(batch, it)
+            it += 1
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            running["n"] = running.get("n", 0) + 1
+            bar.update(1)
+            out_of_time = opts.max_minutes > 0 and time.time() - self.t_start > opts.max_minutes * 60
+            if it % opts.log_every == 0 or it == opts.iters:
+                avg = {k: v / running["n"] for k, v in running.items() if k != "n"}
+                bar.set_postfix({k: f"{v:.4f}" for k, v in avg.items()})
+                log_line({"event": "train", "iter": it, "elapsed_s": round(elapsed(), 1), **avg})
+                running = {}
+            if it % opts.val_every == 0 or it == opts.iters or out_of_time:
+                if val_batches is None:
+                    val_batches = list(DataLoader(val_ds, batch_size=opts.batch_size, num_workers=0))
+                val = validate(self.nets, val_batches, corr_scale, self.device)
+                sc = score(val)
+                log_line({"event": "val", "iter": it, "elapsed_s": round(elapsed(), 1), "score": sc, **val})
+                bar.write(f"[val {it}] " + " ".join(f"{k}={v:.4f}" for k, v in val.items()))
+                if sc < self.best:
+                    self.best = sc
+                    self.save(self.run_dir / "best.pt", it, elapsed())
+            if time.time() - last_ckpt > opts.ckpt_minutes * 60 or it == opts.iters or out_of_time:
+                self.save(self.ckpt_path, it, elapsed())
+                last_ckpt = time.time()
+            if out_of_time:
+                bar.write(f"stopping at iteration {it}: --max-minutes {opts.max_minutes} reached")
+                break
+        if it == start or not self.ckpt_path.exists():
+            self.save(self.ckpt_path, it, elapsed())
+        bar.close()
+        log_line({"event": "end", "iter": it, "elapsed_s": round(elapsed(), 1)})
+        log.close()
+        return {"iter": it, **val}
+
+
+def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or continue) training; returns the last validation metrics."""
+    return Trainer(opts, resume).run(progress)
 
 
 def main(argv=None) -> int:

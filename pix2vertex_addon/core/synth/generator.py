@@ -46,6 +46,15 @@ def _shape_cm(model: FaceModel, rm: RenderMesh, w_id: np.ndarray, w_ex: np.ndarr
     return v.reshape(rm.n_vertices, 3).astype(np.float64)
 
 
+def sample_camera(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """Camera distance (mm, log-uniform), crop scale jitter and crop shift jitter (2,) from the
+    sample's "camera" stream."""
+    lo, hi = DISTANCE_RANGE_MM
+    dist = float(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+    s_j = float(rng.uniform(1 - CROP_SCALE_JITTER, 1 + CROP_SCALE_JITTER))
+    return dist, s_j, rng.uniform(-CROP_SHIFT_JITTER, CROP_SHIFT_JITTER, 2)
+
+
 def _place_camera(X_lm: np.ndarray, R: int, distance: float, scale: float, shift: np.ndarray):
     """Translation t (mm) and focal f (px) so the crop of the projected landmarks is the
     image window scaled by ``scale`` and shifted by ``shift`` (pixels)."""
@@ -230,11 +239,7 @@ def generate_sample(
         if val is not None:
             pose[k] = float(val)
     rot = rotation_from_pose(pose["yaw"], pose["pitch"], pose["roll"]) @ MODEL_TO_CAMERA
-    cam_rng = rng_for(seed, "camera")
-    lo, hi = DISTANCE_RANGE_MM
-    dist = float(np.exp(cam_rng.uniform(math.log(lo), math.log(hi))))
-    s_j = float(cam_rng.uniform(1 - CROP_SCALE_JITTER, 1 + CROP_SCALE_JITTER))
-    sh_j = cam_rng.uniform(-CROP_SHIFT_JITTER, CROP_SHIFT_JITTER, 2)
+    dist, s_j, sh_j = sample_camera(rng_for(seed, "camera"))
     if distance_mm is not None:
         dist = float(distance_mm)
     if not jitter:

@@ -36,6 +36,26 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(im.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32) / 255.0
 
 
+def draw_hair(rng: np.random.Generator) -> dict:
+    """The hair layer's random draws, in their order (also used by the batched generator)."""
+    names = list(HAIR_STYLES)
+    d: dict = {"style": names[int(rng.choice(len(names), p=list(HAIR_STYLES.values())))]}
+    d["thick"] = float(np.exp(rng.uniform(np.log(4.0), np.log(45.0))))  # mm on top of the head
+    d["front"] = float(rng.uniform(-1.5, 1.0))  # cm: hairline above (+) / below (-) the painted one
+    d["cover_ears"] = bool(rng.random() < 0.5)
+    d["drop"] = float(rng.uniform(2.5, 6.0) if d["cover_ears"] else rng.uniform(0.0, 2.0))  # cm, sides
+    d["nape"] = float(rng.uniform(0.0, 5.0))  # cm further down at the back
+    d["length"] = float(rng.uniform(60.0, 320.0))  # mm below the lowest scalp point (long hair)
+    d["flare"] = float(rng.uniform(-0.05, 0.35))
+    d["phase"] = rng.uniform(0, 2 * np.pi, 3)
+    d["freq"] = rng.normal(0, 0.5, (3, 3))
+    d["wave"] = (float(rng.uniform(0.0, 0.06)), float(rng.uniform(8.0, 30.0)))
+    d["n_turns"] = float(rng.uniform(1.0, 3.0))
+    d["colour_jit"] = np.exp(rng.normal(0, 0.08, 3))
+    d["sheen"] = float(rng.uniform(0.05, 0.35))
+    return d
+
+
 def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals: np.ndarray,
                rotation: np.ndarray, f: float, R: int, covered: np.ndarray, depth: np.ndarray, app: dict, light: dict,
                exposure: float, enabled: bool = True) -> tuple[np.ndarray | None, dict]:
@@ -51,21 +71,11 @@ def hair_layer(rng: np.random.Generator, rm: RenderMesh, X: np.ndarray, normals:
     app, light : the sample's appearance and light parameters.
     exposure : linear gain the face received (so hair and skin share one exposure).
     """
-    names = list(HAIR_STYLES)
-    style = names[int(rng.choice(len(names), p=list(HAIR_STYLES.values())))]
-    thick = float(np.exp(rng.uniform(np.log(4.0), np.log(45.0))))  # mm on top of the head
-    front = float(rng.uniform(-1.5, 1.0))  # cm: hairline above (+) / below (-) the painted one
-    cover_ears = bool(rng.random() < 0.5)
-    drop = float(rng.uniform(2.5, 6.0) if cover_ears else rng.uniform(0.0, 2.0))  # cm at the sides
-    nape = float(rng.uniform(0.0, 5.0))  # cm further down at the back
-    length = float(rng.uniform(60.0, 320.0))  # mm below the lowest scalp point (long hair)
-    flare = float(rng.uniform(-0.05, 0.35))
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    freq = rng.normal(0, 0.5, (3, 3))
-    wave = (float(rng.uniform(0.0, 0.06)), float(rng.uniform(8.0, 30.0)))
-    n_turns = float(rng.uniform(1.0, 3.0))
-    colour_jit = np.exp(rng.normal(0, 0.08, 3))
-    sheen = float(rng.uniform(0.05, 0.35))
+    d = draw_hair(rng)
+    style, thick, front, cover_ears, drop, nape = (d[k] for k in ("style", "thick", "front", "cover_ears",
+                                                                 "drop", "nape"))
+    length, flare, phase, freq, wave = d["length"], d["flare"], d["phase"], d["freq"], d["wave"]
+    n_turns, colour_jit, sheen = d["n_turns"], d["colour_jit"], d["sheen"]
     info = {"style": style, "thickness_mm": thick, "cover_ears": cover_ears}
     if not enabled or app["bald"] or style == "none":
         return None, {**info, "style": "none" if not app["bald"] else "bald", "drawn": False}

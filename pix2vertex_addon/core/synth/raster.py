@@ -156,9 +156,13 @@ def rasterize(
     ----------
     vertices_cam : (N, 3) float array or tensor
         Camera-frame vertices (x right, y down, z forward), z > 0; usually millimetres.
+        A batch (B, N, 3) of meshes sharing ``triangles`` renders B images in one pass (the
+        images stacked into one tall image, each triangle clipped to its own); every image is
+        exactly what the single-mesh call gives.
     triangles : (T, 3) int array or tensor of vertex indices.
     focal : float
-        Focal length in pixels (at this resolution).
+        Focal length in pixels (at this resolution); for a batch, one per mesh ((B,) array or
+        tensor) or one for all.
     resolution : int
         Image side R (square image, principal point at R/2).
     cull_backfaces : bool
@@ -174,7 +178,8 @@ def rasterize(
 
     Returns
     -------
-    Raster(tri_id (R, R) int64, bary (R, R, 3) float32, depth (R, R) float32)
+    Raster(tri_id (R, R) int64, bary (R, R, 3) float32, depth (R, R) float32); for a batch,
+    (B, R, R), (B, R, R, 3) and (B, R, R), ``tri_id`` indexing ``triangles``.
     """
     R = int(resolution)
     if R < 1:
@@ -182,15 +187,26 @@ def rasterize(
     if device is None:
         device = vertices_cam.device if isinstance(vertices_cam, torch.Tensor) else "cpu"
     V = _as_tensor(vertices_cam, torch.float64, device)
-    if V.ndim != 2 or V.shape[1] != 3:
-        raise ValueError(f"vertices_cam must be (N, 3), got {tuple(V.shape)}")
+    batched = V.ndim == 3
+    if V.ndim not in (2, 3) or V.shape[-1] != 3:
+        raise ValueError(f"vertices_cam must be (N, 3) or (B, N, 3), got {tuple(V.shape)}")
     f0, f1, f2 = _triangle_columns(triangles, device)
+    B = V.shape[0] if batched else 1
+    n_tris = f0.numel()
 
     c = R / 2.0
-    z = V[:, 2]
+    fv: float | torch.Tensor = focal
+    if batched:
+        fv = _as_tensor(np.asarray(focal, dtype=np.float64) if not isinstance(focal, torch.Tensor)
+                        else focal, torch.float64, device).reshape(-1, 1).expand(B, 1)
+        # one mesh of B * N vertices and B * T triangles: triangle b * T + t is (b, t)
+        base = torch.arange(B, device=device).repeat_interleave(n_tris) * V.shape[1]
+        f0, f1, f2 = (fk.repeat(B) + base for fk in (f0, f1, f2))
+    z = V[..., 2]
     zs = z.clamp(min=1e-9)
-    u = focal * V[:, 0] / zs + c
-    v = focal * V[:, 1] / zs + c
+    u = (fv * V[..., 0] / zs + c).reshape(-1)
+    v = (fv * V[..., 1] / zs + c).reshape(-1)
+    z = z.reshape(-1)
 
     # Per-triangle culling and bounding boxes in float64 (contiguous 1-D columns). The winding
     # and near-plane tests run on all triangles, the rest only on the triangles that pass them.
@@ -225,6 +241,8 @@ def rasterize(
     u0, u1, u2, v0, v1, v2, x0, x1, y0, y1 = (
         _take(a, k3) for a in (u0, u1, u2, v0, v1, v2, x0, x1, y0, y1))
     z0, z1, z2 = (_take(z, _take(fk, keep)) for fk in (f0, f1, f2))
+    # image b is rows [b R, (b + 1) R) of one tall image (exact integers in float64/32)
+    yoff = torch.div(keep, n_tris, rounding_mode="floor").double() * R if batched else None
 
     # Screen-space linear forms of the barycentrics l0, l1 and of 1/z in float32, in coordinates
     # relative to the first candidate pixel centre (x0 + 0.5, y0 + 0.5) of each triangle, where
@@ -246,11 +264,12 @@ def rasterize(
     bq = b0 * d0 + b1 * d1
     cq = c0 * d0 + c1 * d1 + iz2
     w_all = x1 - x0 + 1
-    xs, ys = x0.float(), y0.float()  # integers < 2**24 are exact in float32
+    xs, ys = x0.float(), (y0 if yoff is None else y0 + yoff).float()  # integers < 2**24: exact
     h = (y1 - y0 + 1).long()
 
-    tri_id = torch.full((R * R,), -1, dtype=torch.int64, device=device)
-    keys = torch.full((R * R,), _KEY_EMPTY, dtype=torch.int64, device=device)
+    n_px = B * R * R
+    tri_id = torch.full((n_px,), -1, dtype=torch.int64, device=device)
+    keys = torch.full((n_px,), _KEY_EMPTY, dtype=torch.int64, device=device)
     if keep.numel():
         # Scanline spans: for each bounding-box row of each triangle, the range of pixel
         # centres where all three edge functions are >= -eps (l is linear in dx on a row).
@@ -292,25 +311,26 @@ def rasterize(
     hit = _nonzero(keys != _KEY_EMPTY)
     kh = _take(keys, hit)
     tp = kh & 0xFFFFFFFF  # local ids of the winning triangles
-    tri_id.index_copy_(0, hit, _take(keep, tp))
+    tri_id.index_copy_(0, hit, _take(keep, tp) % n_tris if batched else _take(keep, tp))
+    shape = (B, R, R) if batched else (R, R)
 
     if not return_bary:
-        depth = torch.full((R * R,), float("inf"), dtype=torch.float32, device=device)
+        depth = torch.full((n_px,), float("inf"), dtype=torch.float32, device=device)
         depth.index_copy_(0, hit, (kh >> 32).int().view(torch.float32))
-        tri_id, depth = tri_id.view(R, R), depth.view(R, R)
+        tri_id, depth = tri_id.view(shape), depth.view(shape)
         if return_numpy:
             return Raster(tri_id.cpu().numpy(), None, depth.cpu().numpy())
         return Raster(tri_id, None, depth)
 
     # Perspective-correct barycentrics at the covered pixel centres, from the same linear forms.
-    bary = torch.zeros((R * R, 3), dtype=torch.float32, device=device)
-    depth = torch.full((R * R,), float("inf"), dtype=torch.float32, device=device)
+    bary = torch.zeros((n_px, 3), dtype=torch.float32, device=device)
+    depth = torch.full((n_px,), float("inf"), dtype=torch.float32, device=device)
     if hit.numel():
         # row and column of each pixel; floor(hit / R) in float64 is exact for hit < 2**53 / R
         # and much cheaper than an integer division
         hr = (hit.double() / R).floor_()
         dx = ((hit.double() - hr * R) - _take(x0, tp)).float()
-        dy = (hr - _take(y0, tp)).float()
+        dy = (hr - _take(y0 if yoff is None else y0 + yoff, tp)).float()
         l0 = _take(a0, tp) * dx + _take(b0, tp) * dy + _take(c0, tp)
         l1 = _take(a1, tp) * dx + _take(b1, tp) * dy + _take(c1, tp)
         q0, q1 = l0 * _take(iz0, tp), l1 * _take(iz1, tp)
@@ -318,9 +338,9 @@ def rasterize(
         s = q0 + q1 + q2
         bary.index_copy_(0, hit, torch.stack([q0 / s, q1 / s, q2 / s], dim=1))
         depth.index_copy_(0, hit, 1.0 / s)
-    bary = bary.view(R, R, 3)
-    depth = depth.view(R, R)
-    tri_id = tri_id.view(R, R)
+    bary = bary.view(shape + (3,))
+    depth = depth.view(shape)
+    tri_id = tri_id.view(shape)
     if return_numpy:
         return Raster(tri_id.cpu().numpy(), bary.cpu().numpy(), depth.cpu().numpy())
     return Raster(tri_id, bary, depth)
