@@ -193,3 +193,84 @@ def test_map_reproduces_known_correspondences():
     assert len(e) > 300
     assert np.median(e) < 2.5 and np.quantile(e, 0.9) < 6.0
     assert np.median(np.concatenate(shuffled)) > 10 * np.median(e)
+
+
+def test_landmarks_json_keeps_both_sets():
+    from pix2vertex_addon.core.results import landmarks_doc
+
+    fitted = np.zeros((68, 2))
+    doc = landmarks_doc(fitted, np.ones((478, 2)))
+    assert set(doc) == {"landmarks_68", "detected_478"} and doc["detected_478"].shape == (478, 2)
+    assert set(landmarks_doc(fitted, np.ones((68, 2)))) == {"landmarks_68"}  # not MediaPipe's points
+
+
+def _jaw_setup(yaw):
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.landmarks import fitted_landmarks_68
+
+    model = load_face_model()
+    t = model.template
+    s = exact_maps(model, seed=1_000_900_031, resolution=128, yaw_deg=yaw, expression={})
+    args = (s["vertices_cam"].astype(np.float64), t.triangles(), t.landmarks_68,
+            s["meta"]["focal_px"], s["meta"]["z_ref_mm"], 128)
+    return s, fitted_landmarks_68(*args), fitted_landmarks_68(*args, contour=False)
+
+
+def test_jaw_points_lie_on_the_outline_of_a_turned_face():
+    from scipy import ndimage
+
+    # frontal: the outline is where the fixed jaw landmarks are (within a few pixels)
+    _, contour, fixed = _jaw_setup(0.0)
+    np.testing.assert_allclose(contour[17:], fixed[17:])
+    assert np.median(np.linalg.norm(contour[:17] - fixed[:17], axis=1)) < 3.0
+    # turned 35 degrees: the far side's fixed points are hidden behind the cheek; the contour
+    # points lie on the rendered face's outline (distance to the covered region's border)
+    s, contour, fixed = _jaw_setup(35.0)
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.synth.raster import rasterize
+
+    cam = s["vertices_cam"].astype(np.float64) + [0.0, 0.0, s["meta"]["z_ref_mm"]]
+    covered = rasterize(cam, load_face_model().template.triangles(), s["meta"]["focal_px"], 128,
+                        cull_backfaces=True).tri_id >= 0  # the template's own silhouette
+    covered = ndimage.binary_fill_holes(covered)  # the outer outline only (not eyes, mouth)
+    border = covered & ~ndimage.binary_erosion(covered)
+    by, bx = np.nonzero(border)
+    bpts = np.stack([bx + 0.5, by + 0.5], axis=1)
+
+    def to_border(p):
+        return np.min(np.linalg.norm(bpts[None] - p[:, None], axis=2), axis=1)
+
+    moved = np.linalg.norm(contour[:17] - fixed[:17], axis=1) > 2.0
+    assert moved.sum() >= 4  # the far side moved to the outline
+    assert np.median(to_border(contour[:17][moved])) < 2.0
+    assert np.median(to_border(fixed[:17][moved])) > 4.0
+
+
+def test_affine_uses_landmark_pairs():
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.geometry import fit_affine_ransac
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_041, resolution=96)
+    target = build_target_mesh(s["xyz"], s["mask"], s["corr"])
+    tmpl = model.template.vertices_cm * 10.0
+    canon, scale = canonical_coordinates(model), corr_to_mm_scale(model)
+    a0, _, _ = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200)
+    truth = s["vertices_cam"].astype(np.float64)
+    idx = np.arange(0, len(tmpl), 50)
+    # exact landmark pairs pull the fit to them; with zero weight the fit is unchanged
+    a1, _, info = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200,
+                                    extra=(tmpl[idx], truth[idx], np.full(len(idx), 50.0)))
+    a2, _, _ = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200,
+                                 extra=(tmpl[idx], truth[idx], np.zeros(len(idx))))
+    from pix2vertex_addon.core.geometry import apply_affine
+
+    def err(a):
+        return float(np.linalg.norm(apply_affine(a, tmpl[idx]) - truth[idx], axis=1).mean())
+
+    assert err(a1) < err(a0)
+    np.testing.assert_allclose(a2, a0)
+    with pytest.raises(ValueError, match="extra pairs"):
+        fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=10,
+                          extra=(tmpl[:3], truth[:4], np.ones(3)))

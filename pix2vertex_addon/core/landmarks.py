@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["MAP_PATH", "N_MP", "LandmarkMap", "load_landmark_map", "landmark_matrix", "crop_points"]
+__all__ = ["MAP_PATH", "N_MP", "LandmarkMap", "affine_pairs", "fitted_landmarks_68", "crop_points", "landmark_matrix", "landmark_term",
+           "lift_to_maps", "load_landmark_map", "photo_landmarks_68"]
 
 N_MP = 478
 MAP_PATH = Path(__file__).with_name("mp478_map.npz")
@@ -92,3 +93,124 @@ def crop_points(points_image: np.ndarray, box: tuple[float, float, float], resol
     """Photo pixels (N, 2) -> continuous crop pixels of the crop ``box`` (x0, y0, side)."""
     x0, y0, side = box
     return (np.asarray(points_image, dtype=np.float64) - (x0, y0)) * (resolution / side)
+
+
+def lift_to_maps(points_crop: np.ndarray, xyz: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(K, 3) the predicted label-frame point under each crop pixel position (nearest pixel;
+    NaN off the mask or the crop)."""
+    r = xyz.shape[0]
+    ij = np.floor(np.asarray(points_crop)).astype(np.int64)
+    inside = (ij >= 0).all(axis=1) & (ij < r).all(axis=1)
+    out = np.full((len(ij), 3), np.nan)
+    ii = np.clip(ij, 0, r - 1)
+    ok = inside & np.asarray(mask)[ii[:, 1], ii[:, 0]]
+    out[ok] = np.asarray(xyz, dtype=np.float64)[ii[ok, 1], ii[ok, 0]]
+    return out
+
+
+def landmark_term(points_478: np.ndarray, box: tuple[float, float, float], resolution: int, focal: float,
+                  z_ref: float, triangles: np.ndarray, n_vertices: int, lmap: LandmarkMap | None = None):
+    """The registration's :class:`LandmarkTerm` from a detection's 478 photo-pixel points and
+    its crop camera, or None when the points are not MediaPipe's 478."""
+    from .geometry.landmark_term import LandmarkTerm
+
+    pts = np.asarray(points_478, dtype=np.float64)
+    if pts.shape != (N_MP, 2) or not np.isfinite(pts).all():
+        return None
+    m = lmap or load_landmark_map()
+    rows = np.flatnonzero(m.usable)
+    return LandmarkTerm(B=landmark_matrix(m, triangles, n_vertices, rows),
+                        target_px=crop_points(pts[rows], box, resolution), weights=m.weight[rows].copy(),
+                        focal=float(focal), z_ref=float(z_ref), resolution=int(resolution))
+
+
+def affine_pairs(term, template_mm: np.ndarray, xyz: np.ndarray, mask: np.ndarray,
+                 weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Landmark pairs for ``fit_affine_ransac(extra=...)``: template points, the predicted
+    geometry under the detected points, reliability x ``weight`` (None when none is usable)."""
+    y = lift_to_maps(term.target_px, xyz, mask)
+    ok = np.isfinite(y[:, 0]) & (term.weights > 0)
+    if weight <= 0 or not ok.any():
+        return None
+    x = term.B @ np.asarray(template_mm, dtype=np.float64)
+    return x[ok], y[ok], term.weights[ok] * weight
+
+
+# -- iBUG-68 points of a fitted mesh, the jaw on its occluding contour ---------------------------
+
+JAW_SCAN = (0.6, 1.15)  # a jaw point's scan: from the inner points' centroid c towards the fixed
+# point g, c + t (g - c) for t in this range
+JAW_SCAN_HIDDEN = 4.0  # ... up to this t when g is hidden (behind the rendered surface)
+JAW_HIDDEN_MM = 3.0  # g is hidden when it lies this much behind the rendered depth at its pixel
+JAW_SCAN_PX = 0.5  # scan step, render pixels
+JAW_BEHIND_MM = 40.0  # a depth step this large along a scan leaves the face (onto the neck)
+
+
+
+def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_68: np.ndarray, focal: float,
+                        z_ref: float, resolution: int, contour: bool = True) -> np.ndarray:
+    """(68, 2) crop pixels of the iBUG-68 points of a mesh (label frame, mm) in the crop camera:
+    the template's landmark vertices projected, except (``contour``) the 17 jaw points, which lie
+    on the mesh's visible outline, as iBUG annotates them. The mesh is rendered (depth, twice the
+    crop's resolution); jaw point j is scanned along the image line from the 51 inner points'
+    centroid c through its fixed point's projection g, over ``c + t (g - c)`` for t in
+    ``JAW_SCAN`` (to ``JAW_SCAN_HIDDEN`` when g is hidden behind the rendered surface, as on a
+    turned face's far side), and is the outermost sample on the mesh when the mesh ends inside
+    the scan or steps back by more than ``JAW_BEHIND_MM`` (onto the neck or the side of the head
+    behind the jaw): its outline (holes such as the mouth lie further in). Where
+    the mesh goes on past the scan (a visible point with the face going on towards the ear) the
+    fixed point is kept."""
+    from scipy import ndimage
+
+    from .geometry.landmark_term import project
+    from .synth.raster import rasterize
+
+    v = np.asarray(vertices, dtype=np.float64)
+    out = project(v[np.asarray(landmarks_68)], focal, z_ref, resolution)
+    if not contour:
+        return out
+    up = 2
+    res = int(resolution) * up
+    cam = v + np.array([0.0, 0.0, z_ref])
+    depth = np.asarray(rasterize(cam, np.asarray(triangles), focal * up, res, cull_backfaces=True,
+                                 return_bary=False).depth, dtype=np.float64)
+    covered = ndimage.binary_fill_holes(np.isfinite(depth))
+    c = out[17:].mean(axis=0) * up
+    lm_z = cam[np.asarray(landmarks_68)[:17], 2]
+    for j in range(17):
+        d = out[j] * up - c
+        length = float(np.linalg.norm(d))
+        if length < 2.0:
+            continue
+        gi = np.clip(np.floor(out[j] * up).astype(np.int64), 0, res - 1)
+        hidden = lm_z[j] > depth[gi[1], gi[0]] + JAW_HIDDEN_MM
+        t = np.arange(JAW_SCAN[0] * length, (JAW_SCAN_HIDDEN if hidden else JAW_SCAN[1]) * length,
+                      JAW_SCAN_PX) / length
+        pts = c + t[:, None] * d
+        ij = np.floor(pts).astype(np.int64)
+        inside = (ij >= 0).all(axis=1) & (ij < res).all(axis=1)
+        z = np.full(len(pts), np.inf)
+        z[inside] = depth[ij[inside, 1], ij[inside, 0]]
+        on = np.zeros(len(pts), dtype=bool)
+        on[inside] = covered[ij[inside, 1], ij[inside, 0]]
+        first = np.flatnonzero(on)
+        if not len(first):
+            continue
+        k0 = int(first[0])
+        # the outline: the mesh's outer silhouette ends, or the scan falls far behind (onto the
+        # neck or the side of the head); holes (eyes, mouth) count as on the mesh
+        with np.errstate(invalid="ignore"):
+            behind = np.isfinite(z[k0 + 1:]) & np.isfinite(z[k0:-1]) & (z[k0 + 1:] - z[k0:-1] > JAW_BEHIND_MM)
+        hit = np.flatnonzero(~on[k0 + 1:] | behind)
+        if len(hit):
+            k = k0 + int(hit[0])
+            out[j] = pts[k] / up
+    return out
+
+
+def photo_landmarks_68(camera, vertices: np.ndarray, template, contour: bool = True) -> np.ndarray:
+    """(68, 2) photo pixels of a registered template's iBUG-68 points (``camera``: the crop's
+    ``CropCamera``; ``template``: the face model's ``Template``), jaw on the occluding contour."""
+    crop = fitted_landmarks_68(vertices, template.triangles(), template.landmarks_68, camera.focal, camera.z_ref,
+                               camera.resolution, contour=contour)
+    return crop * camera.image_scale + np.asarray(camera.box[:2])

@@ -16,11 +16,12 @@ Typical use::
 from .affine import apply_affine, corr_pairs, fit_affine_ransac
 from .detail import DetailResult, detail_field, feature_damping, polygon_edges, subdivide_simple
 from .laplacian import cotangent_laplacian, lumped_mass, vertex_normals
-from .nricp import RegistrationParams, RegistrationResult, register, triangulate
+from .nricp import LANDMARK_PARAMS, RegistrationParams, RegistrationResult, register, triangulate
 from .target_mesh import TargetMesh, build_target_mesh, image_intensity
 
 __all__ = [
     "DetailResult",
+    "LANDMARK_PARAMS",
     "RegistrationParams",
     "RegistrationResult",
     "TargetMesh",

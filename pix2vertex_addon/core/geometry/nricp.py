@@ -71,7 +71,7 @@ from .landmark_term import LandmarkTerm
 from .laplacian import check_mesh, cotangent_laplacian, vertex_normals
 from .target_mesh import TargetMesh
 
-__all__ = ["RegistrationParams", "RegistrationResult", "register", "triangulate"]
+__all__ = ["LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,9 @@ class RegistrationParams:
     landmark_min_cos : float
         Landmarks whose surface normal is turned further than ``acos`` of this from the
         direction to the camera are dropped in that iteration.
+    w_landmark_affine : float
+        Weight per unit reliability of a landmark pair in the affine initialisation (the
+        pipeline lifts the detected points onto the predicted geometry; 0: correspondences only).
     """
 
     w_point: float = 0.1
@@ -160,6 +163,7 @@ class RegistrationParams:
     w_landmark: float = 0.0
     landmark_huber_px: float = 2.0
     landmark_min_cos: float = 0.2
+    w_landmark_affine: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -176,6 +180,11 @@ class RegistrationParams:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
+
+
+# The landmark-guided fit of the pipeline (weights chosen on validation renders:
+# docs/reference/landmarks.md); ``RegistrationParams()`` is the paper's dense-only fit.
+LANDMARK_PARAMS = RegistrationParams(w_landmark=1.0, w_landmark_affine=10.0)
 
 
 @dataclass
