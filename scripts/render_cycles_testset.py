@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def render_one(model, spec: dict, size: int, samples: int) -> dict:
     s = generate_sample(spec["seed"], size, model, clean=True, **kw)
     x, tris, albedo, rm = head_mesh(model, s)
     build_scene(x, tris, albedo, rm, s["meta"]["focal_px"], size, samples)
-    tmp = Path(bpy.app.tempdir or "/tmp") / f"p2v_cycles_{spec['seed']}.png"
+    tmp = Path(bpy.app.tempdir or tempfile.gettempdir()) / f"p2v_cycles_{spec['seed']}.png"
     bpy.context.scene.render.filepath = str(tmp)
     bpy.context.scene.render.image_settings.file_format = "PNG"
     bpy.ops.render.render(write_still=True)
