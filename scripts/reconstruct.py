@@ -41,6 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--recursive", action="store_true", help="look into sub-folders too")
     ap.add_argument("--all-faces", action="store_true", help="every face of a photo, not only the largest")
     ap.add_argument("--no-detail", action="store_true", help="skip the fine-detail stage")
+    ap.add_argument("--dense-only", action="store_true",
+                    help="fit the template to the networks' maps alone (the paper's fit), without the detected landmarks")
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--face-model", default=None, help="ict_facekit.npz (default: $P2V_FACE_MODEL or ../shared)")
@@ -104,7 +106,7 @@ def main(argv: list[str]) -> int:
     if pipeline is None:
         print(f"error: {why}", file=sys.stderr)
         return 2
-    opts = PipelineOptions(all_faces=args.all_faces, detail=not args.no_detail)
+    opts = PipelineOptions(all_faces=args.all_faces, detail=not args.no_detail, landmarks=not args.dense_only)
 
     from tqdm import tqdm
 

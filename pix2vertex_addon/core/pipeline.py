@@ -24,7 +24,7 @@ from .correspondence import canonical_coordinates, corr_to_mm_scale
 from .crop import square_window
 from .detect import DetectedFace, FaceDetector
 from .face_model import FaceModel, load_face_model
-from .geometry import DetailResult, RegistrationResult, TargetMesh
+from .geometry import DetailResult, RegistrationParams, RegistrationResult, TargetMesh
 
 __all__ = ["Cancelled", "FaceReconstruction", "Pipeline", "PipelineOptions"]
 
@@ -44,7 +44,12 @@ class ReconstructionError(ValueError):
 
 @dataclass
 class PipelineOptions:
-    """Per-call options (plain data, so that operators and the CLI can pass them through)."""
+    """Per-call options (plain data, so that operators and the CLI can pass them through).
+
+    ``landmarks``: fit with the detector's 478 face-mesh points (``core/landmarks.py``) beside the
+    dense maps; False is the paper's dense-only fit. ``registration``: a ``RegistrationParams``
+    replacing the default of that choice (``LANDMARK_PARAMS`` or ``RegistrationParams()``).
+    """
 
     all_faces: bool = False
     detail: bool = True
@@ -52,6 +57,8 @@ class PipelineOptions:
     detail_gain_mm: float = 5.0
     ransac_iterations: int = 1000
     seed: int = 0
+    landmarks: bool = True
+    registration: RegistrationParams | None = None
 
 
 @dataclass
@@ -128,6 +135,7 @@ class Pipeline:
         self.canon = canonical_coordinates(self.model).astype(np.float64)
         self.corr_scale = corr_to_mm_scale(self.model)
         self.faces = np.asarray(t.faces)
+        self.triangles = t.triangles()
         from .geometry import feature_damping, polygon_edges
 
         self.edges = polygon_edges(self.faces)
@@ -172,7 +180,15 @@ class Pipeline:
 
     def reconstruct_face(self, rgb: np.ndarray, face: DetectedFace, opts: PipelineOptions,
                          progress: ProgressFn, cancel: CancelFn) -> FaceReconstruction:
-        from .geometry import apply_affine, build_target_mesh, detail_field, fit_affine_ransac, register
+        from .geometry import (
+            LANDMARK_PARAMS,
+            apply_affine,
+            build_target_mesh,
+            detail_field,
+            fit_affine_ransac,
+            register,
+        )
+        from .landmarks import affine_pairs, landmark_term
 
         seconds: dict[str, float] = {}
         warnings: list[str] = []
@@ -207,15 +223,22 @@ class Pipeline:
         target = build_target_mesh(maps["xyz"], mask, maps["corr"], image=crop)
         stage_done("target_mesh", 3)
 
+        focal, z_ref, rms = fit_pinhole(maps["xyz"], mask)
+        camera = CropCamera(focal=focal, z_ref=z_ref, resolution=r, box=(x0, y0, side))
+        term = (landmark_term(face.landmarks_478, face.crop, r, focal, z_ref, self.triangles, len(self.template_mm))
+                if opts.landmarks else None)
+        params = opts.registration or (LANDMARK_PARAMS if term is not None else RegistrationParams())
+        extra = (affine_pairs(term, self.template_mm, maps["xyz"], mask, params.w_landmark_affine)
+                 if term is not None else None)
         affine, _, info = fit_affine_ransac(self.template_mm, self.canon, target,
                                             iterations=opts.ransac_iterations, seed=opts.seed,
-                                            corr_scale_mm=self.corr_scale)
+                                            corr_scale_mm=self.corr_scale, extra=extra)
         if info["n_inliers"] < 50:
             warnings.append(f"only {info['n_inliers']} affine inliers: the correspondence map is poor")
         stage_done("affine", 4)
 
         reg = register(apply_affine(affine, self.template_mm), self.faces, self.canon, target,
-                       corr_scale_mm=self.corr_scale)
+                       params=params, corr_scale_mm=self.corr_scale, landmarks=term)
         stage_done("registration", 5)
 
         detail = None
@@ -224,10 +247,8 @@ class Pipeline:
                                   gain_mm=opts.detail_gain_mm, damping=self.damping, edges=self.edges)
         stage_done("detail", 6)
 
-        focal, z_ref, rms = fit_pinhole(maps["xyz"], mask)
         if rms > 2.0:
             warnings.append(f"the predicted geometry fits a pinhole camera poorly (rms {rms:.1f} px)")
-        camera = CropCamera(focal=focal, z_ref=z_ref, resolution=r, box=(x0, y0, side))
         rot, t = rigid_fit(self.template_mm, reg.vertices)
         vertices_model = (reg.vertices - t) @ rot
         stage_done("camera", 7)

@@ -8,8 +8,10 @@
 ``texture.png``     the photo projected onto the template's UV layout (1024 x 1024)
 ``depth.npy``       float32 (H, W) of the input photo: distance from the camera along the
                     optical axis in millimetres (larger is farther), NaN off the face
-``landmarks.json``  ``{"landmarks_68": [[x, y], ...]}``: the template's 68 landmark vertices
-                    projected into the photo, pixels (x right, y down), iBUG 68 order
+``landmarks.json``  ``{"landmarks_68": [[x, y], ...], "detected_478": [[x, y], ...]}``: the
+                    fitted template's iBUG-68 points projected into the photo (the 17 jaw
+                    points on its occluding contour) and MediaPipe's 478 detected points,
+                    pixels (x right, y down)
 ``maps.png``        crop | predicted depth | normals | correspondence | mask
 ``report.json``     crop box, detector score, per-stage seconds, versions, warnings, and
                     ``identity``: what the result came from (see :func:`result_identity`)
@@ -34,8 +36,9 @@ import numpy as np
 from .export import AtomicFolder, sha256_file, write_json, write_obj
 from .geometry import subdivide_corner_uvs
 from .images import save_png_atomic
+from .landmarks import photo_landmarks_68
 from .pipeline import FaceReconstruction
-from .projection import bake_texture, crop_depth, depth_map, project_landmarks
+from .projection import bake_texture, crop_depth, depth_map
 from .viz import colormap, normals_rgb
 
 __all__ = ["write_result", "RESULT_FILES", "versions", "input_identity", "array_identity", "result_identity",
@@ -133,6 +136,16 @@ def maps_png(rec: FaceReconstruction) -> np.ndarray:
     return np.concatenate([rec.crop, depth, normals, corr, mask], axis=1)
 
 
+def landmarks_doc(fitted_68: np.ndarray, detected_478: np.ndarray) -> dict:
+    """``landmarks.json``: the fitted template's iBUG-68 points and, when the detector gave
+    MediaPipe's 478 face-mesh points, those as detected (photo pixels)."""
+    doc = {"landmarks_68": np.round(fitted_68, 2)}
+    det = np.asarray(detected_478, dtype=np.float64)
+    if det.shape == (478, 2):
+        doc["detected_478"] = np.round(det, 2)
+    return doc
+
+
 def write_result(
     out_dir: str | Path,
     photo: np.ndarray,
@@ -175,8 +188,8 @@ def write_result(
         save_png_atomic(tmp / "texture.png", tex)
         seconds["texture"] = time.perf_counter() - ts
 
-        lm = project_landmarks(rec.camera, rec.vertices, template.landmarks_68)
-        write_json(tmp / "landmarks.json", {"landmarks_68": np.round(lm, 2)})
+        lm = photo_landmarks_68(rec.camera, rec.vertices, template)
+        write_json(tmp / "landmarks.json", landmarks_doc(lm, rec.face.landmarks_478))
         save_png_atomic(tmp / "maps.png", maps_png(rec))
 
         x0, y0, side = rec.face.crop

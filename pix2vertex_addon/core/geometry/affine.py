@@ -8,6 +8,10 @@ most inliers (residual <= ``inlier_mm``, Euclidean, mm) wins and is refitted by 
 its inliers (twice: the inlier set is re-evaluated after the first refit). Hypotheses are
 ranked on a fixed random subset of ``score_pairs`` pairs (2000), which ranks them like the full
 set at a third of the cost.
+
+Landmark pairs (``extra``: template points, their 3D positions in the target, weights; e.g. the
+detected face-mesh points lifted onto the predicted geometry) join the hypotheses' scores (each
+inlier counts its weight) and the refits (weighted least squares), with the same inlier test.
 """
 
 from __future__ import annotations
@@ -79,8 +83,11 @@ def apply_affine(A, points) -> np.ndarray:
     return p @ A[:, :3].T + A[:, 3]
 
 
-def _lstsq_affine(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _lstsq_affine(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     X = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    if w is not None:
+        sw = np.sqrt(w)[:, None]
+        X, y = X * sw, y * sw
     sol, *_ = np.linalg.lstsq(X, y, rcond=None)
     return sol.T  # (3, 4)
 
@@ -95,6 +102,7 @@ def fit_affine_ransac(
     corr_scale_mm=None,
     max_corr_mm: float = 3.0,
     score_pairs: int = 2000,
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ):
     """Affine map of the template onto the target, robust to wrong correspondences.
 
@@ -120,6 +128,9 @@ def fit_affine_ransac(
     score_pairs : int
         Hypotheses are ranked by their inlier count on a fixed random subset of this many pairs
         (all pairs when fewer); the winner's inliers and refits use every pair.
+    extra : (x (K, 3), y (K, 3), w (K,)), optional
+        Further pairs (template frame -> target frame) with weights, e.g. landmarks; an inlier
+        counts ``w`` in the scores and weighs ``w`` in the refits.
 
     Returns
     -------
@@ -165,7 +176,7 @@ def fit_affine_ransac(
     good = det > 1e-6 * scale ** 3
     Xs[~good] = np.eye(4)
     sol = np.linalg.solve(Xs, Ys)  # (n, 4, 3): rows are A^T with translation last
-    count = np.zeros(n_it, dtype=np.int64)
+    count = np.zeros(n_it, dtype=np.float64)
     thr2 = float(inlier_mm) ** 2
     # hypotheses are ranked on a fixed random subset of at most score_pairs pairs
     sub = np.sort(rng.choice(P, score_pairs, replace=False)) if P > score_pairs else np.arange(P)
@@ -174,6 +185,14 @@ def fit_affine_ransac(
     for a in range(0, n_it, 128):
         r2 = np.square(np.matmul(xh, sol[a:a + 128]) - ys).sum(axis=2)  # (b, n)
         count[a:a + 128] = np.count_nonzero(r2 <= thr2, axis=1)
+    if extra is not None:
+        ex, ey, ew = (np.asarray(a, dtype=np.float64) for a in extra)
+        if ex.shape != ey.shape or ex.shape != (len(ew), 3):
+            raise ValueError(f"extra pairs must be (K, 3), (K, 3), (K,), got {ex.shape} {ey.shape} {ew.shape}")
+        exh = np.concatenate([ex, np.ones((len(ex), 1))], axis=1)
+        for a in range(0, n_it, 128):
+            r2 = np.square(np.matmul(exh, sol[a:a + 128]) - ey).sum(axis=2)
+            count[a:a + 128] += (r2 <= thr2).astype(np.float64) @ ew
     count[~good] = -1
     best = int(np.argmax(count))
     A = sol[best].T
@@ -181,13 +200,18 @@ def fit_affine_ransac(
     for _ in range(2):
         if inl.sum() < 4:
             break
-        A = _lstsq_affine(x[inl], y[inl])
+        if extra is None:
+            A = _lstsq_affine(x[inl], y[inl])
+        else:
+            e_in = ((apply_affine(A, ex) - ey) ** 2).sum(1) <= thr2
+            A = _lstsq_affine(np.concatenate([x[inl], ex[e_in]]), np.concatenate([y[inl], ey[e_in]]),
+                              np.concatenate([np.ones(int(inl.sum())), ew[e_in]]))
         inl = ((apply_affine(A, x) - y) ** 2).sum(1) <= thr2
     r = np.linalg.norm(apply_affine(A, x[inl]) - y[inl], axis=1)
     inliers = np.zeros(len(x_all), dtype=bool)
     inliers[ti[inl]] = True
     info = dict(n_pairs=P, n_inliers=int(inl.sum()), best_iteration=best,
-                best_count=int(count[best]),
+                best_count=float(count[best]) if extra is not None else int(count[best]),
                 rms_mm=float(np.sqrt((r ** 2).mean())) if r.size else float("nan"),
                 pairs=(ti, tj))
     return A, inliers, info

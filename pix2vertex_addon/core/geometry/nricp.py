@@ -42,6 +42,10 @@ Per outer iteration:
    refactorised only when the stiffness changed by more than ``refactor_ratio`` (3x) or more
    than ``refactor_fraction`` (2 %) of the pair set changed; the inner loop stops when the largest vertex update is below ``inner_tol_mm``
    (0.01 **mm**).
+   With detected landmarks (``landmarks``, a :class:`.landmark_term.LandmarkTerm`), the
+   quadratic also holds ``w_landmark`` times their reprojection term linearised at the current
+   vertices (image-plane distance in the crop's camera, robust and visibility-gated weights:
+   ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit.
 4. If the template moved (largest vertex displacement over the iteration) less than
    ``move_tol_mm`` (0.1 mm), halve ``a_memb``. Switch to Euclidean matching once the number of
    pairs changes by fewer than ``switch_match_change`` (500) between iterations *and*
@@ -63,10 +67,11 @@ import scipy.sparse.linalg as sla
 from scipy.spatial import cKDTree
 
 from .affine import _check_scale
+from .landmark_term import LandmarkTerm
 from .laplacian import check_mesh, cotangent_laplacian, vertex_normals
 from .target_mesh import TargetMesh
 
-__all__ = ["RegistrationParams", "RegistrationResult", "register", "triangulate"]
+__all__ = ["LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,17 @@ class RegistrationParams:
         Rule for switching to Euclidean matching (see the module docstring).
     switch_quantile : float
         Quantile of the pair distances that must be within ``max_pair_mm`` (``"close"``).
+    w_landmark : float
+        Weight of the landmark reprojection term (per crop pixel^2 and unit reliability; 0: the
+        dense-only fit, landmarks ignored).
+    landmark_huber_px : float
+        Residual (crop pixels) beyond which a landmark's weight falls off as 1 / residual.
+    landmark_min_cos : float
+        Landmarks whose surface normal is turned further than ``acos`` of this from the
+        direction to the camera are dropped in that iteration.
+    w_landmark_affine : float
+        Weight per unit reliability of a landmark pair in the affine initialisation (the
+        pipeline lifts the detected points onto the predicted geometry; 0: correspondences only).
     """
 
     w_point: float = 0.1
@@ -144,6 +160,10 @@ class RegistrationParams:
     corr_max_normal_deg: float | None = 60.0
     switch: str = "close"
     switch_quantile: float = 0.9
+    w_landmark: float = 0.0
+    landmark_huber_px: float = 2.0
+    landmark_min_cos: float = 0.2
+    w_landmark_affine: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -158,6 +178,13 @@ class RegistrationParams:
             raise ValueError(f"reference must be 'level' or 'initial', got {self.reference!r}")
         if self.anchor < 0 or self.max_inner < 1 or self.max_outer < 1:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
+        if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
+            raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
+
+
+# The landmark-guided fit of the pipeline (weights chosen on validation renders:
+# docs/reference/landmarks.md); ``RegistrationParams()`` is the paper's dense-only fit.
+LANDMARK_PARAMS = RegistrationParams(w_landmark=1.0, w_landmark_affine=10.0)
 
 
 @dataclass
@@ -246,7 +273,8 @@ class _Solver:
         self.lu_mask = mask.copy()
         self.n_fact += 1
 
-    def solve(self, a_eff, idx, c, n, v_ref, x0):
+    def solve(self, a_eff, idx, c, n, v_ref, x0, lm=None):
+        """``lm``: (B (K, V), M (K, 3, 3), g (K, 3)) adds ``sum p^T M p - 2 g . p``, ``p = B v``."""
         p = self.p
         V = len(x0)
         mask = np.zeros(V, dtype=bool)
@@ -264,6 +292,8 @@ class _Solver:
             out = p.anchor * x
             xi = x[idx]
             out[idx] += p.w_point * xi + p.w_plane * n * np.einsum("ij,ij->i", n, xi)[:, None]
+            if lm is not None:
+                out += lm[0].T @ np.einsum("kij,kj->ki", lm[1], lm[0] @ x)
             return out
 
         def H(x):
@@ -271,6 +301,8 @@ class _Solver:
 
         b = a_eff * (L @ v_ref) + p.anchor * v_ref
         b[idx] += p.w_point * c + p.w_plane * n * np.einsum("ij,ij->i", n, c)[:, None]
+        if lm is not None:
+            b += lm[0].T @ lm[2]
         x = x0.copy()
         r = b - H(x)
         z = lu.solve(r)
@@ -307,6 +339,7 @@ def register(
     params: RegistrationParams | None = None,
     corr_scale_mm=None,
     return_records: bool = False,
+    landmarks: LandmarkTerm | None = None,
 ) -> RegistrationResult:
     """Register the template to the target mesh (non-rigid ICP, see the module docstring).
 
@@ -326,6 +359,8 @@ def register(
         mm per correspondence unit per axis; defaults to the ICT-FaceKit template's.
     return_records : bool
         Keep every outer iteration's record (with a copy of the vertices) for tuning.
+    landmarks : LandmarkTerm, optional
+        Detected landmarks and their template points; used when ``params.w_landmark > 0``.
 
     Returns
     -------
@@ -415,7 +450,12 @@ def register(
         matched[i] = True
         # (3) solve
         a_eff = a * p.membrane_scale
-        v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v)
+        lm = None
+        if landmarks is not None and p.w_landmark > 0:
+            w_lm = p.w_landmark * landmarks.robust_weights(v, sign * vertex_normals(v, tris), p.landmark_huber_px,
+                                                           p.landmark_min_cos)
+            lm = (landmarks.B, *landmarks.linearize(v, w_lm))
+        v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v, lm)
         moved = float(np.sqrt(((v_new - v) ** 2).sum(axis=1).max()))
         v = v_new
         at_level += 1

@@ -1,0 +1,216 @@
+"""MediaPipe's 478 face-mesh points on the template surface (no ``bpy``).
+
+The map (``mp478_map.npz`` next to this module, derived by ``scripts/derive_landmark_map.py``
+from synthetic renders whose true template point under every pixel is known) gives, per
+MediaPipe point, a template triangle (a row of ``Template.triangles()``), barycentric
+coordinates on it and a reliability weight in [0, 1]: points whose surface position scatters
+across identities or slides with the head pose (the face contour, the irises) weigh little or
+nothing. docs/reference/landmarks.md describes the derivation and its figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["MAP_PATH", "N_MP", "LandmarkMap", "affine_pairs", "fitted_landmarks_68", "crop_points", "landmark_matrix", "landmark_term",
+           "lift_to_maps", "load_landmark_map", "photo_landmarks_68"]
+
+N_MP = 478
+MAP_PATH = Path(__file__).with_name("mp478_map.npz")
+
+
+@dataclass(frozen=True)
+class LandmarkMap:
+    """Per MediaPipe point: ``triangle`` (478,) int64 (-1: not on the template), ``bary``
+    (478, 3) float64, ``weight`` (478,) float64 reliability, ``spread_mm`` (478,) scatter over
+    identities (frontal views), ``slide_mm`` (478,) how far the point moves on the surface when
+    the head turns by 30 degrees."""
+
+    triangle: np.ndarray
+    bary: np.ndarray
+    weight: np.ndarray
+    spread_mm: np.ndarray
+    slide_mm: np.ndarray
+
+    def validate(self, n_triangles: int) -> None:
+        if self.triangle.shape != (N_MP,) or self.bary.shape != (N_MP, 3) or self.weight.shape != (N_MP,):
+            raise ValueError("the landmark map must have 478 rows")
+        if self.triangle.max() >= n_triangles:
+            raise ValueError(f"the landmark map names triangle {self.triangle.max()}, the template has {n_triangles}")
+
+    @property
+    def usable(self) -> np.ndarray:
+        """(478,) bool: points on the template with a positive weight."""
+        return (self.triangle >= 0) & (self.weight > 0)
+
+    def points(self, vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        """(478, 3) surface points of ``vertices`` (NaN where unmapped)."""
+        v = np.asarray(vertices, dtype=np.float64)
+        out = np.full((N_MP, 3), np.nan)
+        ok = self.triangle >= 0
+        corners = v[np.asarray(triangles)[self.triangle[ok]]]  # (n, 3, 3)
+        out[ok] = np.einsum("nk,nkd->nd", self.bary[ok], corners)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, triangle=self.triangle.astype(np.int32), bary=self.bary.astype(np.float32),
+                            weight=self.weight.astype(np.float32), spread_mm=self.spread_mm.astype(np.float32),
+                            slide_mm=self.slide_mm.astype(np.float32))
+
+
+@lru_cache(maxsize=4)
+def load_landmark_map(path: str | None = None) -> LandmarkMap:
+    """The shipped map (or the one at ``path``)."""
+    p = Path(path) if path else MAP_PATH
+    try:
+        with np.load(p) as z:
+            m = LandmarkMap(triangle=z["triangle"].astype(np.int64), bary=z["bary"].astype(np.float64),
+                            weight=z["weight"].astype(np.float64), spread_mm=z["spread_mm"].astype(np.float64),
+                            slide_mm=z["slide_mm"].astype(np.float64))
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"cannot read the landmark map {p}: {exc}") from exc
+    for a in (m.triangle, m.bary, m.weight, m.spread_mm, m.slide_mm):
+        a.setflags(write=False)
+    return m
+
+
+def landmark_matrix(lmap: LandmarkMap, triangles: np.ndarray, n_vertices: int,
+                    rows: np.ndarray | None = None) -> sp.csr_matrix:
+    """(K, V) sparse barycentric matrix ``B`` with ``B @ vertices`` = the surface points of the
+    map's points ``rows`` (default: every usable point)."""
+    idx = np.flatnonzero(lmap.usable) if rows is None else np.asarray(rows, dtype=np.int64)
+    tri = np.asarray(triangles)[lmap.triangle[idx]]
+    r = np.repeat(np.arange(len(idx)), 3)
+    return sp.csr_matrix((lmap.bary[idx].ravel(), (r, tri.ravel())), shape=(len(idx), n_vertices))
+
+
+def crop_points(points_image: np.ndarray, box: tuple[float, float, float], resolution: int) -> np.ndarray:
+    """Photo pixels (N, 2) -> continuous crop pixels of the crop ``box`` (x0, y0, side)."""
+    x0, y0, side = box
+    return (np.asarray(points_image, dtype=np.float64) - (x0, y0)) * (resolution / side)
+
+
+def lift_to_maps(points_crop: np.ndarray, xyz: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(K, 3) the predicted label-frame point under each crop pixel position (nearest pixel;
+    NaN off the mask or the crop)."""
+    r = xyz.shape[0]
+    ij = np.floor(np.asarray(points_crop)).astype(np.int64)
+    inside = (ij >= 0).all(axis=1) & (ij < r).all(axis=1)
+    out = np.full((len(ij), 3), np.nan)
+    ii = np.clip(ij, 0, r - 1)
+    ok = inside & np.asarray(mask)[ii[:, 1], ii[:, 0]]
+    out[ok] = np.asarray(xyz, dtype=np.float64)[ii[ok, 1], ii[ok, 0]]
+    return out
+
+
+def landmark_term(points_478: np.ndarray, box: tuple[float, float, float], resolution: int, focal: float,
+                  z_ref: float, triangles: np.ndarray, n_vertices: int, lmap: LandmarkMap | None = None):
+    """The registration's :class:`LandmarkTerm` from a detection's 478 photo-pixel points and
+    its crop camera, or None when the points are not MediaPipe's 478."""
+    from .geometry.landmark_term import LandmarkTerm
+
+    pts = np.asarray(points_478, dtype=np.float64)
+    if pts.shape != (N_MP, 2) or not np.isfinite(pts).all():
+        return None
+    m = lmap or load_landmark_map()
+    rows = np.flatnonzero(m.usable)
+    return LandmarkTerm(B=landmark_matrix(m, triangles, n_vertices, rows),
+                        target_px=crop_points(pts[rows], box, resolution), weights=m.weight[rows].copy(),
+                        focal=float(focal), z_ref=float(z_ref), resolution=int(resolution))
+
+
+def affine_pairs(term, template_mm: np.ndarray, xyz: np.ndarray, mask: np.ndarray,
+                 weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Landmark pairs for ``fit_affine_ransac(extra=...)``: template points, the predicted
+    geometry under the detected points, reliability x ``weight`` (None when none is usable)."""
+    y = lift_to_maps(term.target_px, xyz, mask)
+    ok = np.isfinite(y[:, 0]) & (term.weights > 0)
+    if weight <= 0 or not ok.any():
+        return None
+    x = term.B @ np.asarray(template_mm, dtype=np.float64)
+    return x[ok], y[ok], term.weights[ok] * weight
+
+
+# -- iBUG-68 points of a fitted mesh, the jaw on its occluding contour ---------------------------
+
+JAW_SCAN = (0.6, 1.15)  # a jaw point's scan: from the inner points' centroid c towards the fixed
+# point g, c + t (g - c) for t in this range
+JAW_SCAN_HIDDEN = 4.0  # ... up to this t when g is hidden (behind the rendered surface)
+JAW_HIDDEN_MM = 3.0  # g is hidden when it lies this much behind the rendered depth at its pixel
+JAW_SCAN_PX = 0.5  # scan step, render pixels
+JAW_BEHIND_MM = 40.0  # a depth step this large along a scan leaves the face (onto the neck)
+
+
+
+def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_68: np.ndarray, focal: float,
+                        z_ref: float, resolution: int, contour: bool = True) -> np.ndarray:
+    """(68, 2) crop pixels of the iBUG-68 points of a mesh (label frame, mm) in the crop camera:
+    the template's landmark vertices projected, except (``contour``) the 17 jaw points, which lie
+    on the mesh's visible outline, as iBUG annotates them. The mesh is rendered (depth, twice the
+    crop's resolution); jaw point j is scanned along the image line from the 51 inner points'
+    centroid c through its fixed point's projection g, over ``c + t (g - c)`` for t in
+    ``JAW_SCAN`` (to ``JAW_SCAN_HIDDEN`` when g is hidden behind the rendered surface, as on a
+    turned face's far side), and is the outermost sample on the mesh when the mesh ends inside
+    the scan or steps back by more than ``JAW_BEHIND_MM`` (onto the neck or the side of the head
+    behind the jaw): its outline (holes such as the mouth lie further in). Where
+    the mesh goes on past the scan (a visible point with the face going on towards the ear) the
+    fixed point is kept."""
+    from scipy import ndimage
+
+    from .geometry.landmark_term import project
+    from .synth.raster import rasterize
+
+    v = np.asarray(vertices, dtype=np.float64)
+    out = project(v[np.asarray(landmarks_68)], focal, z_ref, resolution)
+    if not contour:
+        return out
+    up = 2
+    res = int(resolution) * up
+    cam = v + np.array([0.0, 0.0, z_ref])
+    depth = np.asarray(rasterize(cam, np.asarray(triangles), focal * up, res, cull_backfaces=True,
+                                 return_bary=False).depth, dtype=np.float64)
+    covered = ndimage.binary_fill_holes(np.isfinite(depth))
+    c = out[17:].mean(axis=0) * up
+    lm_z = cam[np.asarray(landmarks_68)[:17], 2]
+    for j in range(17):
+        d = out[j] * up - c
+        length = float(np.linalg.norm(d))
+        if length < 2.0:
+            continue
+        gi = np.clip(np.floor(out[j] * up).astype(np.int64), 0, res - 1)
+        hidden = lm_z[j] > depth[gi[1], gi[0]] + JAW_HIDDEN_MM
+        t = np.arange(JAW_SCAN[0] * length, (JAW_SCAN_HIDDEN if hidden else JAW_SCAN[1]) * length,
+                      JAW_SCAN_PX) / length
+        pts = c + t[:, None] * d
+        ij = np.floor(pts).astype(np.int64)
+        inside = (ij >= 0).all(axis=1) & (ij < res).all(axis=1)
+        z = np.full(len(pts), np.inf)
+        z[inside] = depth[ij[inside, 1], ij[inside, 0]]
+        on = np.zeros(len(pts), dtype=bool)
+        on[inside] = covered[ij[inside, 1], ij[inside, 0]]
+        first = np.flatnonzero(on)
+        if not len(first):
+            continue
+        k0 = int(first[0])
+        # the outline: the mesh's outer silhouette ends, or the scan falls far behind (onto the
+        # neck or the side of the head); holes (eyes, mouth) count as on the mesh
+        with np.errstate(invalid="ignore"):
+            behind = np.isfinite(z[k0 + 1:]) & np.isfinite(z[k0:-1]) & (z[k0 + 1:] - z[k0:-1] > JAW_BEHIND_MM)
+        hit = np.flatnonzero(~on[k0 + 1:] | behind)
+        if len(hit):
+            k = k0 + int(hit[0])
+            out[j] = pts[k] / up
+    return out
+
+
+def photo_landmarks_68(camera, vertices: np.ndarray, template, contour: bool = True) -> np.ndarray:
+    """(68, 2) photo pixels of a registered template's iBUG-68 points (``camera``: the crop's
+    ``CropCamera``; ``template``: the face model's ``Template``), jaw on the occluding contour."""
+    crop = fitted_landmarks_68(vertices, template.triangles(), template.landmarks_68, camera.focal, camera.z_ref,
+                               camera.resolution, contour=contour)
+    return crop * camera.image_scale + np.asarray(camera.box[:2])

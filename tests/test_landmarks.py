@@ -1,0 +1,276 @@
+"""MediaPipe-478 landmarks in the fit: the map, the reprojection term, the guided registration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pix2vertex_addon.core.geometry import RegistrationParams, build_target_mesh, register
+from pix2vertex_addon.core.geometry._synthetic import degrade_maps, exact_maps
+from pix2vertex_addon.core.geometry.landmark_term import LandmarkTerm, project
+from pix2vertex_addon.core.landmarks import N_MP, landmark_matrix, load_landmark_map
+
+
+def _term(v, seed=0, k=40, noise_px=0.0):
+    rng = np.random.default_rng(seed)
+    lmap = load_landmark_map()
+    rows = np.flatnonzero(lmap.usable)[:k]
+    tris = _tris()
+    B = landmark_matrix(lmap, tris, len(v), rows)
+    u = project(B @ v, 300.0, 600.0, 128) + rng.normal(0, 2.0 + noise_px, (len(rows), 2))
+    return LandmarkTerm(B=B, target_px=u, weights=rng.uniform(0.2, 1.0, len(rows)), focal=300.0, z_ref=600.0,
+                        resolution=128)
+
+
+def _tris():
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    return load_face_model().template.triangles()
+
+
+def _template_mm():
+    from pix2vertex_addon.core.correspondence import MODEL_TO_CAMERA
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    return (load_face_model().template.vertices_cm * 10.0) @ MODEL_TO_CAMERA.T
+
+
+def test_map_is_well_formed():
+    lmap = load_landmark_map()
+    tris = _tris()
+    lmap.validate(len(tris))
+    assert lmap.triangle.shape == (N_MP,)
+    ok = lmap.triangle >= 0
+    assert ok.sum() > 400  # nearly every face-mesh point lies on the face region
+    np.testing.assert_allclose(lmap.bary[ok].sum(axis=1), 1.0, atol=1e-4)
+    assert (lmap.bary[ok] >= -1e-4).all()
+    assert not lmap.usable[468:].any()  # the irises are on the eyeballs, not the template
+    # the face contour slides with the pose: it weighs less than the inner points
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+
+    oval = np.unique(np.array(sorted(FACEMESH_FACE_OVAL)).ravel())
+    inner = np.setdiff1d(np.arange(468), oval)
+    assert np.median(lmap.weight[oval]) < 0.5 * np.median(lmap.weight[inner])
+
+
+def test_gradient_matches_finite_differences():
+    v = _template_mm()
+    term = _term(v)
+    g = term.gradient(v)
+    rng = np.random.default_rng(1)
+    touched = np.unique(term.B.indices)
+    for i in rng.choice(touched, 6, replace=False):
+        for d in range(3):
+            e = np.zeros_like(v)
+            e[i, d] = 1e-4
+            fd = (term.energy(v + e) - term.energy(v - e)) / 2e-4
+            assert g[i, d] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    # untouched vertices have no gradient
+    assert np.abs(np.delete(g, touched, axis=0)).max() == 0.0
+
+
+def test_linearised_quadratic_has_the_true_gradient():
+    v = _template_mm()
+    term = _term(v, seed=2)
+    w = term.weights
+    m, gq = term.linearize(v, w)
+
+    def quad(x):
+        p = term.B @ x
+        return float(np.einsum("ki,kij,kj->", p, m, p) - 2 * (gq * p).sum())
+
+    grad_q = 2 * (term.B.T @ (np.einsum("kij,kj->ki", m, term.B @ v) - gq))
+    np.testing.assert_allclose(grad_q, term.gradient(v), rtol=1e-6, atol=1e-8)
+    # and the quadratic's finite differences agree with it
+    i = int(term.B.indices[0])
+    e = np.zeros_like(v)
+    e[i, 2] = 1e-3
+    assert (quad(v + e) - quad(v - e)) / 2e-3 == pytest.approx(grad_q[i, 2], rel=1e-5)
+
+
+def test_robust_weights_gate_the_far_side():
+    v = _template_mm()
+    lmap = load_landmark_map()
+    rows = np.flatnonzero(lmap.usable)
+    B = landmark_matrix(lmap, _tris(), len(v), rows)
+    u = project(B @ v, 300.0, 600.0, 128)
+    term = LandmarkTerm(B=B, target_px=u, weights=np.ones(len(rows)), focal=300.0, z_ref=600.0, resolution=128)
+    from pix2vertex_addon.core.geometry import vertex_normals
+
+    n = vertex_normals(v, _tris())
+    if np.mean(n[:, 2]) > 0:  # orient out of the face, towards the camera at -z
+        n = -n
+    w = term.robust_weights(v, n, huber_px=2.0, min_cos=0.2)
+    assert (w > 0).mean() > 0.8  # frontal: nearly all visible
+    assert np.allclose(w[w > 0], 1.0)  # zero residual: full weight
+    far = term.robust_weights(v, -n, huber_px=2.0, min_cos=0.2)
+    assert (far > 0).mean() < 0.2
+    shifted = LandmarkTerm(B=B, target_px=u + 8.0, weights=np.ones(len(rows)), focal=300.0, z_ref=600.0,
+                           resolution=128)
+    ws = shifted.robust_weights(v, n, huber_px=2.0, min_cos=0.2)
+    np.testing.assert_allclose(ws[w > 0], 2.0 / np.hypot(8.0, 8.0), rtol=1e-6)
+
+
+def _rot_y(deg):
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+@pytest.mark.slow
+def test_guided_fit_recovers_a_perturbed_pose():
+    from pix2vertex_addon.core.camera import fit_pinhole, rigid_fit
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    model = load_face_model()
+    tris = model.template.triangles()
+    s = exact_maps(model, seed=1_000_900_001, resolution=128, yaw_deg=15.0)
+    noisy = degrade_maps(s, seed=3, depth_noise_mm=0.5, corr_outlier_fraction=0.3)
+    target = build_target_mesh(noisy["xyz"], noisy["mask"], noisy["corr"])
+    truth = s["vertices_cam"].astype(np.float64)
+    tmpl = model.template.vertices_cm * 10.0
+    rot, t = rigid_fit(tmpl, truth)
+    c = truth.mean(axis=0)
+    init = ((tmpl @ rot.T + t) - c) @ _rot_y(10.0).T + c + np.array([6.0, -4.0, 0.0])
+    focal, z_ref, _ = fit_pinhole(s["xyz"], s["mask"])
+    lmap = load_landmark_map()
+    rows = np.flatnonzero(lmap.usable)
+    B = landmark_matrix(lmap, tris, len(tmpl), rows)
+    term = LandmarkTerm(B=B, target_px=project(B @ truth, focal, z_ref, 128), weights=lmap.weight[rows],
+                        focal=focal, z_ref=z_ref, resolution=128)
+    canon = canonical_coordinates(model)
+    scale = corr_to_mm_scale(model)
+
+    def err(v):
+        return float(np.linalg.norm(v - truth, axis=1).mean())
+
+    dense = register(init, model.template.faces, canon, target, corr_scale_mm=scale)
+    guided = register(init, model.template.faces, canon, target, corr_scale_mm=scale, landmarks=term,
+                      params=RegistrationParams(w_landmark=1.0))
+    px = np.linalg.norm(term.residuals(guided.vertices), axis=1)
+    assert err(init) > 10.0
+    assert np.median(px) < 0.5
+    assert err(guided.vertices) < 3.0
+    assert err(guided.vertices) < err(dense.vertices)
+
+
+@pytest.mark.slow
+def test_map_reproduces_known_correspondences():
+    """On renders of identities the map was not derived from, the template point under each
+    detected MediaPipe point (known from the render's labels) is where the map says."""
+    import importlib.util
+    from pathlib import Path
+
+    from pix2vertex_addon.core.detect import FaceDetector
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.synth.generator import generate_sample
+
+    spec = importlib.util.spec_from_file_location(
+        "derive_landmark_map", Path(__file__).resolve().parents[1] / "scripts" / "derive_landmark_map.py")
+    assert spec is not None and spec.loader is not None
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    model = load_face_model()
+    tris = model.template.triangles()
+    verts = model.template.vertices_cm * 10.0
+    lmap = load_landmark_map()
+    mapped = lmap.points(verts, tris)
+    det = FaceDetector()
+    good = lmap.usable & (lmap.weight >= 0.2)
+    errs, shuffled = [], []
+    rng = np.random.default_rng(0)
+    for seed in (1_000_900_011, 1_000_900_012):  # not among the derivation's seeds
+        s = generate_sample(seed, 256, model, clean=True, return_raster=True, yaw_deg=0.0, pitch_deg=0.0)
+        pts = derive.detect_points(det, s["image"])
+        assert pts is not None
+        true, _, _ = derive.surface_points(s, pts, tris, verts)
+        ok = good & np.isfinite(true[:, 0])
+        errs.append(np.linalg.norm(true[ok] - mapped[ok], axis=1))
+        perm = rng.permutation(np.flatnonzero(ok))
+        shuffled.append(np.linalg.norm(true[ok] - mapped[perm], axis=1))
+    det.close()
+    e = np.concatenate(errs)
+    assert len(e) > 300
+    assert np.median(e) < 3.0 and np.quantile(e, 0.9) < 7.5
+    assert np.median(np.concatenate(shuffled)) > 10 * np.median(e)
+
+
+def test_landmarks_json_keeps_both_sets():
+    from pix2vertex_addon.core.results import landmarks_doc
+
+    fitted = np.zeros((68, 2))
+    doc = landmarks_doc(fitted, np.ones((478, 2)))
+    assert set(doc) == {"landmarks_68", "detected_478"} and doc["detected_478"].shape == (478, 2)
+    assert set(landmarks_doc(fitted, np.ones((68, 2)))) == {"landmarks_68"}  # not MediaPipe's points
+
+
+def _jaw_setup(yaw):
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.landmarks import fitted_landmarks_68
+
+    model = load_face_model()
+    t = model.template
+    s = exact_maps(model, seed=1_000_900_031, resolution=128, yaw_deg=yaw, expression={})
+    args = (s["vertices_cam"].astype(np.float64), t.triangles(), t.landmarks_68,
+            s["meta"]["focal_px"], s["meta"]["z_ref_mm"], 128)
+    return s, fitted_landmarks_68(*args), fitted_landmarks_68(*args, contour=False)
+
+
+def test_jaw_points_lie_on_the_outline_of_a_turned_face():
+    from scipy import ndimage
+
+    # frontal: the outline is where the fixed jaw landmarks are (within a few pixels)
+    _, contour, fixed = _jaw_setup(0.0)
+    np.testing.assert_allclose(contour[17:], fixed[17:])
+    assert np.median(np.linalg.norm(contour[:17] - fixed[:17], axis=1)) < 3.0
+    # turned 35 degrees: the far side's fixed points are hidden behind the cheek; the contour
+    # points lie on the rendered face's outline (distance to the covered region's border)
+    s, contour, fixed = _jaw_setup(35.0)
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.synth.raster import rasterize
+
+    cam = s["vertices_cam"].astype(np.float64) + [0.0, 0.0, s["meta"]["z_ref_mm"]]
+    covered = rasterize(cam, load_face_model().template.triangles(), s["meta"]["focal_px"], 128,
+                        cull_backfaces=True).tri_id >= 0  # the template's own silhouette
+    covered = ndimage.binary_fill_holes(covered)  # the outer outline only (not eyes, mouth)
+    border = covered & ~ndimage.binary_erosion(covered)
+    by, bx = np.nonzero(border)
+    bpts = np.stack([bx + 0.5, by + 0.5], axis=1)
+
+    def to_border(p):
+        return np.min(np.linalg.norm(bpts[None] - p[:, None], axis=2), axis=1)
+
+    moved = np.linalg.norm(contour[:17] - fixed[:17], axis=1) > 2.0
+    assert moved.sum() >= 4  # the far side moved to the outline
+    assert np.median(to_border(contour[:17][moved])) < 2.0
+    assert np.median(to_border(fixed[:17][moved])) > 4.0
+
+
+def test_affine_uses_landmark_pairs():
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.geometry import fit_affine_ransac
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_041, resolution=96)
+    target = build_target_mesh(s["xyz"], s["mask"], s["corr"])
+    tmpl = model.template.vertices_cm * 10.0
+    canon, scale = canonical_coordinates(model), corr_to_mm_scale(model)
+    a0, _, _ = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200)
+    truth = s["vertices_cam"].astype(np.float64)
+    idx = np.arange(0, len(tmpl), 50)
+    # exact landmark pairs pull the fit to them; with zero weight the fit is unchanged
+    a1, _, info = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200,
+                                    extra=(tmpl[idx], truth[idx], np.full(len(idx), 50.0)))
+    a2, _, _ = fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=200,
+                                 extra=(tmpl[idx], truth[idx], np.zeros(len(idx))))
+    from pix2vertex_addon.core.geometry import apply_affine
+
+    def err(a):
+        return float(np.linalg.norm(apply_affine(a, tmpl[idx]) - truth[idx], axis=1).mean())
+
+    assert err(a1) < err(a0)
+    np.testing.assert_allclose(a2, a0)
+    with pytest.raises(ValueError, match="extra pairs"):
+        fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=10,
+                          extra=(tmpl[:3], truth[:4], np.ones(3)))
