@@ -5,7 +5,8 @@
 
 INPUT: image files or folders of images (a batch). With no INPUT, the embedded default photo
 (scikit-image's astronaut) is used. Each photo's results go to DIR/<name>/ (face.obj, face.mtl,
-face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json). Finished photos
+face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json; with --build head,
+the default, also head.obj, head.mtl, head.glb and head.json). Finished photos
 are skipped unless --overwrite. A bad photo is reported and the batch goes on; the exit status
 is 0 only when every photo succeeded (1: some failed, 2: bad arguments or set-up, 130: cancelled).
 """
@@ -36,12 +37,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--recursive", action="store_true", help="look into sub-folders too")
     ap.add_argument("--all-faces", action="store_true", help="every face of a photo, not only the largest")
     ap.add_argument("--no-detail", action="store_true", help="skip the fine-detail stage")
+    ap.add_argument("--build", choices=("head", "face"), default="head",
+                    help="head (default): also the full head with eyes and teeth (head.obj, head.glb with the "
+                         "shape keys as morph targets, head.json); face: only the face mask")
+    ap.add_argument("--no-arkit", action="store_true", help="no ARKit shape keys on the head")
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--face-model", default=None, help="ict_facekit.npz (default: $P2V_FACE_MODEL or ../shared)")
     ap.add_argument("--weights", default=None, help="network weights folder (default: the shipped ones)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
+
+
+def add_heads(model, rep, arkit: bool) -> None:
+    """Write the full head into every finished result folder (a failure fails that photo)."""
+    from pix2vertex_addon.core.head_files import head_from_result
+
+    done = []
+    for src, folders in rep.done:
+        try:
+            for f in folders:
+                head_from_result(f, model, arkit=arkit)
+            done.append((src, folders))
+        except (OSError, ValueError) as exc:
+            rep.failed.append((src, f"head: {exc}"))
+    rep.done = done
 
 
 def main(argv: list[str]) -> int:
@@ -84,6 +104,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bar.close()
+    if args.build == "head":
+        add_heads(pipeline.model, rep, arkit=not args.no_arkit)
     rep.failed = missing + rep.failed
     print(rep.summary())
     out = Path(args.output).resolve()

@@ -103,6 +103,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
         tempfile.mkdtemp(prefix="p2v-"))
     folder = out_root / bpy.path.clean_name(name)
     opts = PipelineOptions(detail=True)
+    build_head, arkit = settings.build == "HEAD", settings.use_arkit
 
     def work(progress, cancel):
         progress(0.0, "loading the networks")
@@ -116,7 +117,13 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
         recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, s), cancel=cancel)
         progress(0.88, "writing the results")
         write_result(folder, rgb, recs[0], pipe.model.template, report=meta, overwrite=True)
-        return recs[0], folder, pipe.model.template
+        head = None
+        if build_head:
+            from .head import build_and_write_head
+
+            progress(0.93, "building the head")
+            head = build_and_write_head(pipe.model, recs[0], folder, arkit)
+        return recs[0], folder, pipe.model.template, head
 
     job = jobs.Job(f"reconstruct {name}", work)
     if run_in_thread:
@@ -144,15 +151,21 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
             print(job.traceback)
         report({"ERROR"}, _user_message(job.error))
         return {"CANCELLED"}
-    rec, folder, template = job.result
+    rec, folder, template, head = job.result
     obj = bpy.data.objects.get(info["template"])
     if obj is None:
         report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
         return {"CANCELLED"}
     made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
+    if head is not None:
+        from .head import add_head_object, hide_face_only
+
+        made["head"] = add_head_object(context, head, info["name"], folder / "texture.png", like=obj).name
+        hide_face_only(obj)
     settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
     report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; results in {folder}"
-           + (f"; target mesh '{made['target']}'" if made["target"] else ""))
+           + (f"; target mesh '{made['target']}'" if made["target"] else "")
+           + (f"; head '{made['head']}'" if made.get("head") else ""))
     for w in rec.warnings:
         report({"WARNING"}, w)
     return {"FINISHED"}

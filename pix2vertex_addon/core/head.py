@@ -108,7 +108,11 @@ ARKIT_FROM_ICT: tuple[tuple[str, tuple[str, ...]], ...] = (
 ARKIT_NAMES: tuple[str, ...] = tuple(a for a, src in ARKIT_FROM_ICT if src)
 
 # Head parts: ICT regions kept (a prefix of the vertex order: face .. eyeballs) and materials.
-HEAD_MATERIALS: tuple[str, ...] = ("face", "skin", "mouth", "gums", "teeth", "sclera", "iris")
+HEAD_MATERIALS: tuple[str, ...] = ("face", "skin", "mouth", "gums", "teeth", "sclera", "iris", "pupil")
+# ICT's eyeball is two nested spheres textured by ICT's eye textures; without them the outer
+# sphere's polygons are coloured by their angle from the eye's axis (+z in the neutral model):
+# iris within 33 degrees (an 11-12 mm iris on a 12 mm eyeball), pupil within 13 degrees.
+IRIS_HALF_ANGLE_DEG, PUPIL_HALF_ANGLE_DEG = 33.0, 13.0
 _SKIN_REGIONS = ("head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
 _LAST_KEPT_REGION = "eyeball_right"
 _REGION_MATERIAL = {
@@ -187,7 +191,17 @@ def _vertex_weights(model: FaceModel, n_face: int) -> np.ndarray:
     return w
 
 
-def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 4, identity_prior: float = 2.0,
+def _rotation_vector(w: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the rotation vector ``w`` (Rodrigues)."""
+    angle = float(np.linalg.norm(w))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = w / angle
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * kx @ kx
+
+
+def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identity_prior: float = 2.0,
              expression_prior: float = 0.5, bounds_sigma: float = 4.0) -> HeadFit:
     """Fit identity and expression weights (and a rigid alignment) to a reconstructed face.
 
@@ -195,8 +209,9 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 4, identit
         pipeline's ``vertices_model``).
     identity_prior, expression_prior : mm^2 penalties on the squared weights (a Gaussian prior on
         identity; a small ridge on expression, whose weights are also bounded to [0, 1]).
-    Robust: after each solve, vertices farther than 3 x the median residual are down-weighted
-    (Tukey's biweight).
+    Each iteration solves the weights and a small rigid motion together (Gauss-Newton on the
+    rotation), so the rigid part cannot drift into the identity. Robust: after each solve,
+    vertices farther than 3 x the median residual are down-weighted (Tukey's biweight).
     """
     s = model.region_slice("face")
     n = s.stop - s.start
@@ -208,25 +223,39 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 4, identit
     nex = model.expression_basis.shape[0]
     basis = np.concatenate([model.identity_basis[:, s], model.expression_basis[:, s]]).astype(np.float64)
     basis = basis.reshape(nid + nex, 3 * n).T * CM_TO_MM  # (3n, k)
-    prior = np.concatenate([np.full(nid, np.sqrt(identity_prior)), np.full(nex, np.sqrt(expression_prior))])
-    lb = np.concatenate([np.full(nid, -bounds_sigma), np.zeros(nex)])
-    ub = np.concatenate([np.full(nid, bounds_sigma), np.ones(nex)])
+    k = nid + nex
+    prior = np.concatenate([np.full(nid, identity_prior), np.full(nex, expression_prior), np.full(6, 1e-6)])
+    lb = np.concatenate([np.full(nid, -bounds_sigma), np.zeros(nex), np.full(6, -np.inf)])
+    ub = np.concatenate([np.full(nid, bounds_sigma), np.ones(nex), np.full(6, np.inf)])
     w_base = _vertex_weights(model, n)
     robust = np.ones(n)
     rot, t = rigid_fit(mean, y, w_base)
-    x = np.zeros(nid + nex)
+    x = np.zeros(k)
     fitted = mean
+    centre = mean.mean(axis=0)
+    eye3 = np.tile(np.eye(3), (n, 1))  # translation columns
     for _ in range(iterations):
         local = (y - t) @ rot  # reconstruction in the model frame
+        p = fitted - centre
+        rcols = np.zeros((3 * n, 3))  # d(w x p)/dw = -[p]x
+        rcols[0::3, 1], rcols[0::3, 2] = p[:, 2], -p[:, 1]
+        rcols[1::3, 0], rcols[1::3, 2] = -p[:, 2], p[:, 0]
+        rcols[2::3, 0], rcols[2::3, 1] = p[:, 1], -p[:, 0]
+        a = np.concatenate([basis, eye3, rcols], axis=1)
         wr = np.repeat(w_base * robust, 3)
-        # the same bounded least squares through its normal equations (k x k, k = 153):
+        # bounded least squares through its normal equations ((k + 6)^2, k = 153):
         # |A x - b|^2 = |U x - U^-T A^T b|^2 + const with A^T A = U^T U
-        gram = basis.T @ (basis * wr[:, None]) + np.diag(prior**2)
+        gram = a.T @ (a * wr[:, None]) + np.diag(prior)
         u = np.linalg.cholesky(gram).T
-        rhs = np.linalg.solve(u.T, basis.T @ ((local - mean).ravel() * wr))
-        x = lsq_linear(u, rhs, bounds=(lb, ub), method="bvls").x
+        rhs = np.linalg.solve(u.T, a.T @ ((local - mean).ravel() * wr))
+        sol = lsq_linear(u, rhs, bounds=(lb, ub), method="bvls").x
+        x = sol[:k]
+        dt, dw = sol[k:k + 3], sol[k + 3:]
+        # local ~ M + dt + dw x (M - c): fold the small motion into (rot, t)
+        inc = _rotation_vector(dw)
+        t = t + rot @ (centre + dt - inc @ centre)
+        rot = rot @ inc
         fitted = mean + (basis @ x).reshape(n, 3)
-        rot, t = rigid_fit(fitted, y, w_base * robust)
         r = np.linalg.norm(fitted @ rot.T + t - y, axis=1)
         c = 3.0 * max(float(np.median(r)), 0.3)
         robust = np.where(r < c, (1.0 - (r / c) ** 2) ** 2, 0.0)
@@ -280,9 +309,11 @@ def polygon_edges_count(faces: np.ndarray) -> dict[tuple[int, int], int]:
     return count
 
 
-def _material_per_polygon(model: FaceModel, faces: np.ndarray) -> np.ndarray:
-    """Each polygon's :data:`HEAD_MATERIALS` index from the region of its first non-face corner
-    (polygons with every corner in the face region are ``face``)."""
+def _material_per_polygon(model: FaceModel, keep: np.ndarray) -> np.ndarray:
+    """Each kept polygon's :data:`HEAD_MATERIALS` index from the region of its first non-face
+    corner (polygons with every corner in the face region are ``face``, the photo texture);
+    iris and pupil on the eyeballs' outer spheres."""
+    faces = model.faces[keep].astype(np.int64)
     region_of = np.zeros(int(faces.max()) + 1, dtype=np.int64)
     names = [r for r in _REGION_MATERIAL if r in model.regions]
     for i, r in enumerate(names):
@@ -292,6 +323,15 @@ def _material_per_polygon(model: FaceModel, faces: np.ndarray) -> np.ndarray:
     corner = np.where(faces >= n_face, faces, -1).max(axis=1)  # a non-face corner, if any
     corner = np.where(corner >= 0, corner, faces[:, 0])
     idx = np.array([HEAD_MATERIALS.index(_REGION_MATERIAL[names[j]]) for j in region_of[corner]])
+    v = model.neutral_vertices.astype(np.float64)
+    for side in ("left", "right"):
+        outer = slice(*model.regions[f"sclera_{side}"])
+        c, _ = sphere_fit(v[outer])
+        polys = np.flatnonzero((faces[:, 0] >= outer.start) & (faces[:, 0] < outer.stop))
+        cen = np.array([v[p[p >= 0]].mean(axis=0) for p in faces[polys]]) - c
+        angle = np.degrees(np.arccos(np.clip(cen[:, 2] / np.linalg.norm(cen, axis=1), -1.0, 1.0)))
+        idx[polys[angle < IRIS_HALF_ANGLE_DEG]] = HEAD_MATERIALS.index("iris")
+        idx[polys[angle < PUPIL_HALF_ANGLE_DEG]] = HEAD_MATERIALS.index("pupil")
     return idx.astype(np.int64)
 
 
@@ -391,7 +431,7 @@ def build_head(model: FaceModel, face_mm: np.ndarray, fit: HeadFit | None = None
 
     fuv = model.face_uvs[keep]
     uvs = np.where((fuv >= 0)[..., None], model.uv_coords[np.maximum(fuv, 0)], np.nan).astype(np.float32)
-    head = Head(vertices=basis_v, faces=faces, corner_uvs=uvs, material=_material_per_polygon(model, faces),
+    head = Head(vertices=basis_v, faces=faces, corner_uvs=uvs, material=_material_per_polygon(model, keep),
                 face_count=n_face, fit=fit,
                 regions={k: (a, b) for k, (a, b) in model.regions.items() if b <= n})
     if photo_expression:
@@ -402,8 +442,34 @@ def build_head(model: FaceModel, face_mm: np.ndarray, fit: HeadFit | None = None
                 w = np.zeros(len(model.expression_names))
                 for s in src:
                     w[model.expression_names.index(s)] = 1.0
-                head.shape_keys[name] = delta(w)
+                head.shape_keys[name] = delta(w) + _gaze_delta(model, basis_v, name, rot)
     return head
+
+
+# ICT's eyeLook shapes move the lids only (ICT turns the eyeballs separately); the ARKit keys also
+# turn the eyeball about its centre by this angle at weight 1 (a shape key blends linearly, so at
+# weight 0.5 the eyeball sits up to 0.4 mm deeper: inwards, never through the lids).
+GAZE_DEG = 25.0
+_GAZE_AXES = {  # direction -> (axis in the model frame, sign for the left eye, sign for the right)
+    "Up": (0, -1.0, -1.0), "Down": (0, 1.0, 1.0), "In": (1, -1.0, 1.0), "Out": (1, 1.0, -1.0),
+}
+
+
+def _gaze_delta(model: FaceModel, vertices: np.ndarray, name: str, rot: np.ndarray) -> np.ndarray:
+    """Deltas turning one eyeball for an ARKit ``eyeLook<Dir><Side>`` key (zero for other keys)."""
+    out = np.zeros_like(vertices)
+    if not name.startswith("eyeLook"):
+        return out
+    side = "left" if name.endswith("Left") else "right"
+    direction = name[len("eyeLook"):-len("Left" if side == "left" else "Right")]
+    axis, sign_l, sign_r = _GAZE_AXES[direction]
+    w = np.zeros(3)
+    w[axis] = np.radians(GAZE_DEG) * (sign_l if side == "left" else sign_r)
+    turn = rot @ _rotation_vector(w) @ rot.T  # the model-frame rotation in the head's frame
+    eye = slice(*model.regions[f"eyeball_{side}"])
+    c, _ = sphere_fit(vertices[slice(*model.regions[f"sclera_{side}"])])
+    out[eye] = (vertices[eye] - c) @ turn.T + c - vertices[eye]
+    return out
 
 
 def neutralised_face(head: Head) -> np.ndarray:
