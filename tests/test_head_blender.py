@@ -22,8 +22,9 @@ def sample():
 
 
 @pytest.fixture
-def head_scene(empty_scene, blender_addon, sample, tmp_path):
-    """Reconstruct (oracle detector/networks) with Build = Full Head; yields (scene, result dir)."""
+def oracle_template(empty_scene, blender_addon, sample, tmp_path):
+    """The add-on's pipeline cache hands out the oracle pipeline; the scene has the template and
+    the sample's photo chosen."""
     import bpy
 
     deps, jobs = addon_module("blender.deps"), addon_module("blender.jobs")
@@ -36,13 +37,20 @@ def head_scene(empty_scene, blender_addon, sample, tmp_path):
     s = empty_scene.p2v
     s.image_path = str(photo)
     s.output_dir = str(tmp_path / "results")
+    yield empty_scene
+    jobs._pipelines.pop(key, None)
+
+
+@pytest.fixture
+def head_scene(oracle_template, tmp_path):
+    """Reconstruct with the defaults (Build = Full Head); yields (scene, result dir)."""
+    import bpy
+
+    s = oracle_template.p2v
     assert s.build == "HEAD" and s.use_arkit, "the full head with ARKit keys is the default"
-    try:
-        assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
-    finally:
-        jobs._pipelines.pop(key, None)
+    assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
     (folder,) = (tmp_path / "results").iterdir()
-    yield empty_scene, folder
+    return oracle_template, folder
 
 
 def _head_object():
@@ -128,34 +136,23 @@ def test_the_core_glb_imports_into_blender(head_scene):
     assert len(got.materials) == 8 and got.materials[0].node_tree.nodes.get("Image Texture") is not None
 
 
-def test_face_only_and_no_arkit_options(empty_scene, blender_addon, sample, tmp_path):
+def test_face_only_and_no_arkit_options(oracle_template, tmp_path):
     import bpy
 
     from pix2vertex_addon.core.head import PHOTO_EXPRESSION
 
-    deps, jobs = addon_module("blender.deps"), addon_module("blender.jobs")
-    key = (deps.face_model_path(bpy.context), os.cpu_count() or 2)
-    model = addon_module("core.face_model").load_face_model(key[0])
-    jobs._pipelines[key] = oracle_pipeline(sample, model, package=f"{ADDON_MODULE}.pix2vertex_addon")
-    photo = tmp_path / "p.png"
-    Image.fromarray(sample["image"]).save(photo)
-    bpy.ops.p2v.add_template()
-    s = empty_scene.p2v
-    s.image_path, s.output_dir = str(photo), str(tmp_path / "r")
-    try:
-        s.use_arkit = False
-        assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
-        head = _head_object()
-        assert [k.name for k in head.data.shape_keys.key_blocks] == ["Basis", PHOTO_EXPRESSION]
-        bpy.data.objects.remove(head)
-        s.template.hide_set(False)
-        s.build = "FACE"
-        n = len(bpy.data.objects)
-        assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
-        assert len(bpy.data.objects) == n and not s.template.hide_get()
-        assert not list((tmp_path / "r").glob("*/head.glb")), "face only: the result has no head files"
-    finally:
-        jobs._pipelines.pop(key, None)
+    s = oracle_template.p2v
+    s.use_arkit = False
+    assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
+    head = _head_object()
+    assert [k.name for k in head.data.shape_keys.key_blocks] == ["Basis", PHOTO_EXPRESSION]
+    bpy.data.objects.remove(head)
+    s.template.hide_set(False)
+    s.build = "FACE"
+    n = len(bpy.data.objects)
+    assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
+    assert len(bpy.data.objects) == n and not s.template.hide_get()
+    assert not list((tmp_path / "results").glob("*/head.glb")), "face only: the result has no head files"
 
 
 @pytest.mark.slow
@@ -163,8 +160,9 @@ def test_reconstruct_a_real_photo_into_a_head(empty_scene, tmp_path):
     """The shipped networks on a real photo (as test_real_photos.py), Build = Full Head."""
     import bpy
 
-    from photos import photo_paths
     from pix2vertex_addon.core.head import ARKIT_NAMES, PHOTO_EXPRESSION
+
+    from photos import photo_paths
 
     bpy.ops.p2v.add_template()
     s = empty_scene.p2v

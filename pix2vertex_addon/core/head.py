@@ -266,7 +266,8 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identit
 
 
 # -- assembly --------------------------------------------------------------------------------------
-def _adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
+def _polygon_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) vertex pairs of every polygon side (padded polygons close at their first corner)."""
     rows, cols = [], []
     k = faces.shape[1]
     for i in range(k):
@@ -276,10 +277,13 @@ def _adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
         ok = (a >= 0) & (a != b)
         rows.append(a[ok])
         cols.append(b[ok])
-    r, c = np.concatenate(rows), np.concatenate(cols)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def _adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
+    r, c = _polygon_edges(faces)
     adj = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
-    adj = ((adj + adj.T) > 0).astype(np.float64)
-    return adj.tocsr()
+    return ((adj + adj.T) > 0).astype(np.float64).tocsr()
 
 
 def harmonic_extension(adjacency: sp.csr_matrix, known: np.ndarray, values: np.ndarray,
@@ -297,16 +301,9 @@ def harmonic_extension(adjacency: sp.csr_matrix, known: np.ndarray, values: np.n
 
 def polygon_edges_count(faces: np.ndarray) -> dict[tuple[int, int], int]:
     """How many polygons use each (sorted) edge."""
-    count: dict[tuple[int, int], int] = {}
-    k = faces.shape[1]
-    for i in range(k):
-        a = faces[:, i]
-        nxt = faces[:, (i + 1) % k]
-        b = np.where(nxt >= 0, nxt, faces[:, 0])
-        ok = (a >= 0) & (a != b)
-        for u, v in zip(np.minimum(a, b)[ok].tolist(), np.maximum(a, b)[ok].tolist()):
-            count[(u, v)] = count.get((u, v), 0) + 1
-    return count
+    a, b = _polygon_edges(faces)
+    pairs, counts = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0, return_counts=True)
+    return {(int(u), int(v)): int(c) for (u, v), c in zip(pairs, counts)}
 
 
 def _material_per_polygon(model: FaceModel, keep: np.ndarray) -> np.ndarray:
