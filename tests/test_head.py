@@ -218,10 +218,10 @@ def test_head_from_result_errors(face_model, tmp_path):
 def test_fit_through_the_registration_on_known_faces(face_model, seed):
     """A training-split sample reconstructed by the geometry pipeline from its exact maps (the
     oracle detector/networks): the registration's own error (about 1.6 mm) carries through."""
-    from oracle import oracle_pipeline
-
     from pix2vertex_addon.core.pipeline import PipelineOptions
     from pix2vertex_addon.core.synth import generate_sample
+
+    from oracle import oracle_pipeline
 
     m = face_model
     sample = generate_sample(seed, 256, clean=True)
@@ -236,3 +236,67 @@ def test_fit_through_the_registration_on_known_faces(face_model, seed):
     e_raw = _aligned_error(rec.vertices_model, true_neutral).mean()
     # measured (scripts/bench_head.py): seed 7: 1.03 / 1.28 / 2.87 mm, seed 12: 0.83 / 1.18 / 4.26 mm
     assert e_id < 1.5 and e_neutral < 1.8 and e_neutral < 0.6 * e_raw, (e_id, e_neutral, e_raw)
+
+
+def test_head_from_a_written_result(face_model, tmp_path):
+    """The command line's path: a result folder (oracle pipeline) -> head files built from its
+    face_base.obj, equal to the head built from the reconstruction itself."""
+    from pix2vertex_addon.core.gltf import read_glb
+    from pix2vertex_addon.core.head_files import head_from_result
+    from pix2vertex_addon.core.pipeline import PipelineOptions
+    from pix2vertex_addon.core.results import write_result
+    from pix2vertex_addon.core.synth import generate_sample
+
+    from oracle import oracle_pipeline
+
+    sample = generate_sample(12, 256, clean=True)
+    rec = oracle_pipeline(sample, face_model).reconstruct(sample["image"], PipelineOptions(detail=False))[0]
+    folder = write_result(tmp_path / "r", sample["image"], rec, face_model.template, texture_size=256)
+    files = head_from_result(folder, face_model, arkit=False)
+    assert [f.name for f in files] == ["head.obj", "head.mtl", "head.glb", "head.json"]
+    doc, _ = read_glb(folder / "head.glb")
+    assert doc["meshes"][0]["extras"]["targetNames"] == [H.PHOTO_EXPRESSION]
+    from pix2vertex_addon.core.head_files import read_obj_vertices
+
+    direct = H.build_head(face_model, rec.vertices_model, arkit=False)
+    np.testing.assert_allclose(read_obj_vertices(folder / "head.obj") * 1e3, direct.vertices, atol=0.01)
+    assert "map_Kd texture.png" in (folder / "head.mtl").read_text()
+
+
+def test_command_line_options():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "reconstruct_cli", Path(__file__).resolve().parents[1] / "scripts" / "reconstruct.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    a = cli.parse([])
+    assert a.build == "head" and not a.no_arkit
+    b = cli.parse(["x.png", "--build", "face", "--no-arkit"])
+    assert b.build == "face" and b.no_arkit
+
+
+@pytest.mark.slow
+def test_command_line_writes_the_head(tmp_path):
+    """scripts/reconstruct.py on a real photo (shipped networks): head files by default, none with
+    --build face."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pix2vertex_addon.core.gltf import read_glb
+
+    from photos import photo_paths
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reconstruct.py"
+    photo = str(photo_paths()["astronaut"])
+    r = subprocess.run([sys.executable, str(script), photo, "--output", str(tmp_path / "a"), "--quiet", "--no-detail"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc, _ = read_glb(tmp_path / "a" / "astronaut" / "head.glb")
+    assert doc["meshes"][0]["extras"]["targetNames"] == [H.PHOTO_EXPRESSION, *H.ARKIT_NAMES]
+    r = subprocess.run([sys.executable, str(script), photo, "--output", str(tmp_path / "b"), "--quiet", "--no-detail",
+                        "--build", "face"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and (tmp_path / "b" / "astronaut" / "face.obj").is_file()
+    assert not (tmp_path / "b" / "astronaut" / "head.obj").exists()
