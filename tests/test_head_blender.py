@@ -68,6 +68,8 @@ def _key_co(key) -> np.ndarray:
 
 
 def test_reconstruct_builds_a_rigged_head(head_scene, face_model):
+    import bpy
+
     from pix2vertex_addon.core.head import ARKIT_NAMES, HEAD_MATERIALS, PHOTO_EXPRESSION
 
     scene, folder = head_scene
@@ -98,6 +100,11 @@ def test_reconstruct_builds_a_rigged_head(head_scene, face_model):
     assert np.linalg.norm(jaw, axis=1).max() > 0.01
     for f in ("head.obj", "head.mtl", "head.glb", "head.json"):
         assert (folder / f).is_file(), f
+    # Reconstruct again: the head is replaced, not added
+    n_objects, n_meshes = len(bpy.data.objects), len(bpy.data.meshes)
+    assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
+    assert (len(bpy.data.objects), len(bpy.data.meshes)) == (n_objects, n_meshes)
+    _head_object()
 
 
 def test_gltf_export_and_import_keep_every_morph_target(head_scene, tmp_path):

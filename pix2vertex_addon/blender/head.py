@@ -16,6 +16,7 @@ from .apply import model_mm_to_blender, set_texture_material
 from .mesh import polygon_mesh
 
 HEAD_PROP = "p2v_head"
+HEAD_OF_PROP = "p2v_head_of"  # the template the head was made from
 
 
 def _plain_material(name: str, color: tuple[float, float, float], roughness: float) -> bpy.types.Material:
@@ -31,7 +32,14 @@ def _plain_material(name: str, color: tuple[float, float, float], roughness: flo
 
 def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_png: Path | None,
                     like: bpy.types.Object | None = None) -> bpy.types.Object:
-    """A new object for ``head`` (placed like ``like``, normally the warped template)."""
+    """A new object for ``head`` (placed like ``like``, normally the warped template); a head
+    made earlier from the same template is replaced."""
+    if like is not None:
+        for old in [o for o in bpy.data.objects if o.get(HEAD_OF_PROP) == like.name]:
+            mesh_old = old.data
+            bpy.data.objects.remove(old)
+            if mesh_old.users == 0:
+                bpy.data.meshes.remove(mesh_old)
     basis = model_mm_to_blender(head.vertices)
     mesh = polygon_mesh(f"p2v Head {name}", basis, head.faces, head.corner_uvs)
     obj = bpy.data.objects.new(mesh.name, mesh)
@@ -60,6 +68,8 @@ def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_p
         key.value = 1.0 if key_name == PHOTO_EXPRESSION else 0.0
     mesh.update()
     obj[HEAD_PROP] = name
+    if like is not None:
+        obj[HEAD_OF_PROP] = like.name
     return obj
 
 
