@@ -135,11 +135,17 @@ def test_the_core_glb_imports_into_blender(head_scene):
     head = _head_object()
     names = [k.name for k in head.data.shape_keys.key_blocks][1:]
     n_vertices = len(head.data.vertices)
+    keys = head.data.shape_keys.key_blocks
+    jaw = np.linalg.norm(_key_co(keys["jawOpen"]) - _key_co(keys["Basis"]), axis=1)
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.import_scene.gltf(filepath=str(folder / "head.glb"), merge_vertices=True) == {"FINISHED"}
     got = next(o for o in bpy.data.objects if o.type == "MESH").data
     assert [k.name for k in got.shape_keys.key_blocks][1:] == names
     assert len(got.vertices) == n_vertices
+    # the morph targets carry the shapes (vertex order may differ after the import: compare sorted)
+    kb = got.shape_keys.key_blocks
+    jaw_got = np.linalg.norm(_key_co(kb["jawOpen"]) - _key_co(kb[0]), axis=1)
+    np.testing.assert_allclose(np.sort(jaw_got), np.sort(jaw), atol=2e-6)
     assert len(got.materials) == 8 and got.materials[0].node_tree.nodes.get("Image Texture") is not None
 
 

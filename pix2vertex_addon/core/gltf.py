@@ -1,8 +1,8 @@
 """A small binary glTF 2.0 (``.glb``) writer with morph targets, and a reader (no ``bpy``).
 
 One mesh, one node; one primitive per material, all sharing one vertex set (vertices are split
-where their UVs differ, as glTF needs); the shape keys are morph targets (``POSITION`` deltas)
-named in ``mesh.extras.targetNames``, the convention Blender's importer and most engines read.
+where their UVs differ, as glTF needs); the shape keys are morph targets (``POSITION`` deltas,
+sparse accessors holding only the vertices a shape moves) named in ``mesh.extras.targetNames``, the convention Blender's importer and most engines read.
 glTF's frame is the face model's (+y up, +z towards the viewer), in metres.
 """
 
@@ -61,6 +61,21 @@ class _Bin:
         return len(self.accessors) - 1
 
 
+    def sparse_vec3(self, a: np.ndarray) -> int:
+        """A VEC3 float accessor storing only the non-zero rows (morph targets are local)."""
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        rows = np.flatnonzero(np.abs(a).max(axis=1) > 0)
+        acc: dict = {"componentType": _FLOAT, "count": int(a.shape[0]), "type": "VEC3",
+                     "min": [float(x) for x in a.min(axis=0)], "max": [float(x) for x in a.max(axis=0)]}
+        if len(rows):
+            acc["sparse"] = {"count": int(len(rows)),
+                             "indices": {"bufferView": self.view(rows.astype(np.uint32).tobytes()),
+                                         "componentType": _UINT},
+                             "values": {"bufferView": self.view(a[rows].tobytes())}}
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
 def _split_vertices(faces: np.ndarray, corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Triangle corners -> (glTF vertex per corner (T, 3), source vertex (M,), uv (M, 2))."""
     valid = faces >= 0
@@ -113,7 +128,7 @@ def write_glb(path: str | os.PathLike[str], vertices_m: np.ndarray, faces: np.nd
         d = np.asarray(morph_targets[n], dtype=np.float64)  # type: ignore[index]
         if d.shape != v.shape:
             raise ValueError(f"morph target {n!r} must be {v.shape}, got {d.shape}")
-        targets.append({"POSITION": b.accessor(d[src].astype(np.float32), "VEC3", _ARRAY_BUFFER, minmax=True)})
+        targets.append({"POSITION": b.sparse_vec3(d[src])})
     gl_materials, images, textures = [], [], []
     for m in materials:
         pbr: dict = {"baseColorFactor": list(m.color), "metallicFactor": 0.0, "roughnessFactor": m.roughness}
@@ -168,7 +183,7 @@ def write_glb(path: str | os.PathLike[str], vertices_m: np.ndarray, faces: np.nd
 
 
 def read_glb(path: str | os.PathLike[str]) -> tuple[dict, list[np.ndarray]]:
-    """(the JSON document, every accessor as an array) of a ``.glb`` without sparse accessors."""
+    """(the JSON document, every accessor as an array) of a ``.glb`` (sparse accessors filled in)."""
     raw = Path(path).read_bytes()
     magic, version, total = struct.unpack_from("<4sII", raw, 0)
     if magic != b"glTF" or version != 2 or total != len(raw):
@@ -182,11 +197,22 @@ def read_glb(path: str | os.PathLike[str]) -> tuple[dict, list[np.ndarray]]:
     blob = raw[off + 8:off + 8 + m]
     width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
     arrays = []
+    def read(view_index: int, dtype: type, count: int, offset: int = 0) -> np.ndarray:
+        view = doc["bufferViews"][view_index]
+        return np.frombuffer(blob, dtype=dtype, count=count, offset=view.get("byteOffset", 0) + offset)
+
     for acc in doc["accessors"]:
-        view = doc["bufferViews"][acc["bufferView"]]
         dtype = np.uint32 if acc["componentType"] == _UINT else np.float32
         k = width[acc["type"]]
-        a = np.frombuffer(blob, dtype=dtype, count=acc["count"] * k,
-                          offset=view.get("byteOffset", 0) + acc.get("byteOffset", 0))
-        arrays.append(a.reshape(acc["count"], k) if k > 1 else a)
+        if "bufferView" in acc:
+            a = read(acc["bufferView"], dtype, acc["count"] * k, acc.get("byteOffset", 0)).reshape(acc["count"], k)
+        else:
+            a = np.zeros((acc["count"], k), dtype=dtype)
+        if "sparse" in acc:
+            sp_ = acc["sparse"]
+            a = a.copy()
+            rows = read(sp_["indices"]["bufferView"], np.uint32, sp_["count"], sp_["indices"].get("byteOffset", 0))
+            a[rows] = read(sp_["values"]["bufferView"], dtype, sp_["count"] * k,
+                           sp_["values"].get("byteOffset", 0)).reshape(-1, k)
+        arrays.append(a if k > 1 else a.ravel())
     return doc, arrays
