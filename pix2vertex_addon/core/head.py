@@ -202,13 +202,15 @@ def _rotation_vector(w: np.ndarray) -> np.ndarray:
 
 
 def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identity_prior: float = 2.0,
-             expression_prior: float = 0.5, bounds_sigma: float = 4.0) -> HeadFit:
+             expression_prior: float = 0.5, bounds_sigma: float = 4.0, expression_l1: float = 0.0) -> HeadFit:
     """Fit identity and expression weights (and a rigid alignment) to a reconstructed face.
 
     face_mm : (9409, 3) the face region in the template's vertex order, mm, model axes (the
         pipeline's ``vertices_model``).
     identity_prior, expression_prior : mm^2 penalties on the squared weights (a Gaussian prior on
         identity; a small ridge on expression, whose weights are also bounded to [0, 1]).
+    expression_l1 : mm^2 penalty on the sum of the expression weights (sparsity; off by default:
+        docs/reference/head.md).
     Each iteration solves the weights and a small rigid motion together (Gauss-Newton on the
     rotation), so the rigid part cannot drift into the identity. Robust: after each solve,
     vertices farther than 3 x the median residual are down-weighted (Tukey's biweight).
@@ -247,7 +249,9 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identit
         # |A x - b|^2 = |U x - U^-T A^T b|^2 + const with A^T A = U^T U
         gram = a.T @ (a * wr[:, None]) + np.diag(prior)
         u = np.linalg.cholesky(gram).T
-        rhs = np.linalg.solve(u.T, a.T @ ((local - mean).ravel() * wr))
+        lin = np.zeros(k + 6)
+        lin[nid:k] = 0.5 * expression_l1
+        rhs = np.linalg.solve(u.T, a.T @ ((local - mean).ravel() * wr) - lin)
         sol = lsq_linear(u, rhs, bounds=(lb, ub), method="bvls").x
         x = sol[:k]
         dt, dw = sol[k:k + 3], sol[k + 3:]
