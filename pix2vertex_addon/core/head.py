@@ -10,11 +10,13 @@
    mouth and eye sockets) is the fitted neutral model plus a harmonic extension of the offset
    between the reconstruction and the fitted model, so the seam has neither crack nor step; the
    eyeballs, teeth, gums and tongue are the fitted model moved rigidly by the mean offset of their
-   sockets. ICT's see-through overlays (lacrimal fluid, eye blend, eye occlusion) and the eyelash
+   sockets, and each eyeball is then moved back until no lid goes deeper into it than in the
+   fitted model itself, at any expression shape. ICT's see-through overlays (lacrimal fluid, eye blend, eye occlusion) and the eyelash
    cards are left out.
 3. Shape keys: ``Photo expression`` (the fitted expression, which brings back the photo: face
    region exactly the reconstruction) and the ARKit blendshapes built from ICT's expression shapes
-   (:data:`ARKIT_FROM_ICT`), applied to the whole head, eyes and teeth included.
+   (:data:`ARKIT_FROM_ICT`), applied to the whole head, eyes and teeth included; the
+   ``eyeLook*`` keys also turn the eyeball (:data:`GAZE_DEG`), which ICT's shapes do not.
 
 Units: millimetres, model axes (+x the face's left, +y up, +z out of the face).
 """
@@ -34,13 +36,18 @@ from .face_model import FaceModel
 __all__ = [
     "ARKIT_FROM_ICT",
     "ARKIT_NAMES",
+    "GAZE_DEG",
     "HEAD_MATERIALS",
     "PHOTO_EXPRESSION",
     "Head",
     "HeadFit",
     "build_head",
+    "eyelid_depth",
     "fit_head",
+    "harmonic_extension",
+    "neutralised_face",
     "polygon_edges_count",
+    "sphere_fit",
 ]
 
 CM_TO_MM = 10.0
