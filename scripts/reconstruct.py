@@ -5,11 +5,12 @@
 
 INPUT: image files or folders of images (a batch). With no INPUT, the embedded default photo
 (scikit-image's astronaut) is used. Each photo's results go to DIR/<name>/ (face.obj, face.mtl,
-face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json). Finished photos
-are skipped when their recorded input, options and weights match (a result of another photo or
-an outdated one is replaced only with --overwrite). A bad photo is reported and the batch goes on;
-one run at a time uses an output folder (--wait). The exit status is 0 only when every photo
-succeeded (1: some failed, 2: bad arguments, set-up or output folder, 130: cancelled).
+face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json; with --build head,
+the default, also head.obj, head.mtl, head.glb and head.json). Finished photos are skipped when
+their recorded input, options and weights match (a result of another photo or an outdated one is
+replaced only with --overwrite). A bad photo is reported and the batch goes on; one run at a time
+uses an output folder (--wait). The exit status is 0 only when every photo succeeded (1: some
+failed, 2: bad arguments, set-up or output folder, 130: cancelled).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-detail", action="store_true", help="skip the fine-detail stage")
     ap.add_argument("--dense-only", action="store_true",
                     help="fit the template to the networks' maps alone (the paper's fit), without the detected landmarks")
+    ap.add_argument("--build", choices=("head", "face"), default="head",
+                    help="head (default): also the full head with eyes and teeth (head.obj, head.glb with the "
+                         "shape keys as morph targets, head.json); face: only the face mask")
+    ap.add_argument("--no-arkit", action="store_true", help="no ARKit shape keys on the head")
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--face-model", default=None, help="ict_facekit.npz (default: $P2V_FACE_MODEL or ../shared)")
@@ -106,7 +111,8 @@ def main(argv: list[str]) -> int:
     if pipeline is None:
         print(f"error: {why}", file=sys.stderr)
         return 2
-    opts = PipelineOptions(all_faces=args.all_faces, detail=not args.no_detail, landmarks=not args.dense_only)
+    opts = PipelineOptions(all_faces=args.all_faces, detail=not args.no_detail, landmarks=not args.dense_only,
+                           head=args.build == "head", arkit=not args.no_arkit)
 
     from tqdm import tqdm
 

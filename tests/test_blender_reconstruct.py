@@ -51,6 +51,7 @@ def scene_with_template(empty_scene, photo, tmp_path):
     s = empty_scene.p2v
     s.image_path = str(photo)
     s.output_dir = str(tmp_path / "results")
+    s.build = "FACE"  # the face-only result; the full head: test_head_blender.py
     return empty_scene
 
 

@@ -11,25 +11,34 @@ TEMPLATE_UV_NAME = "UVMap"
 TEMPLATE_PROP = "p2v_template"
 
 
-def template_mesh(model: FaceModel, name: str = "ICT-FaceKit Face") -> bpy.types.Mesh:
-    """A new mesh datablock holding the face-region template (metres, Blender frame, UVs)."""
-    t = model.template
-    loop_vertex, loop_start, loop_total = t.loops()
+def polygon_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray) -> bpy.types.Mesh:
+    """A new smooth-shaded mesh from (V, 3) vertices, (F, 4) polygons (-1 pads triangles) and
+    (F, 4, 2) corner UVs."""
+    valid = faces >= 0
+    sizes = valid.sum(axis=1)
+    loop_vertex = faces[valid]
+    loop_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(t.n_vertices)
+    mesh.vertices.add(len(vertices))
     mesh.loops.add(loop_vertex.size)
     mesh.polygons.add(loop_start.size)
-    mesh.vertices.foreach_set("co", t.vertices_blender.astype(np.float32).ravel())
+    mesh.vertices.foreach_set("co", np.asarray(vertices, dtype=np.float32).ravel())
     mesh.loops.foreach_set("vertex_index", loop_vertex.astype(np.int32))
     mesh.polygons.foreach_set("loop_start", loop_start.astype(np.int32))
     # ``loop_total`` is derived from ``loop_start`` in Blender >= 4.0 and is read-only.
     uv = mesh.uv_layers.new(name=TEMPLATE_UV_NAME)
-    uv.data.foreach_set("uv", t.loop_uvs().astype(np.float32).ravel())
+    uv.data.foreach_set("uv", np.asarray(corner_uvs[valid], dtype=np.float32).ravel())
     mesh.polygons.foreach_set("use_smooth", np.ones(loop_start.size, dtype=bool))
     mesh.update(calc_edges=True)
     if mesh.validate(verbose=False):
-        raise RuntimeError("the face template produced an invalid mesh")
+        raise RuntimeError(f"{name}: the arrays produced an invalid mesh")
     return mesh
+
+
+def template_mesh(model: FaceModel, name: str = "ICT-FaceKit Face") -> bpy.types.Mesh:
+    """A new mesh datablock holding the face-region template (metres, Blender frame, UVs)."""
+    t = model.template
+    return polygon_mesh(name, t.vertices_blender, t.faces, t.uvs)
 
 
 def has_template_topology(obj: bpy.types.Object | None, model: FaceModel | None = None) -> bool:

@@ -106,7 +106,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     threads = _threads(context)
     out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else scratch.root()
     folder_name = safe_name(name)
-    opts = PipelineOptions(detail=True)
+    opts = PipelineOptions(detail=True, head=settings.build == "HEAD", arkit=settings.use_arkit)
     src = source if isinstance(source, str) else (name, source)
 
     def work(progress, cancel):
@@ -115,7 +115,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
         with output_session(out_root, [folder_name]):
             res = reconstruct_photo(pipe, src, out_root, folder_name, opts, resume=False, replace_own=True,
                                     progress=lambda f, s: progress(0.05 + 0.9 * f, s), cancel=cancel)
-        return res.recs[0], res.folders[0], pipe.model.template
+        return res.recs[0], res.folders[0], pipe.model.template, (res.heads[0] if res.heads else None)
 
     job = jobs.Job(f"reconstruct {name}", work)
     if run_in_thread:
@@ -144,20 +144,26 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
             print(job.traceback)
         report({"ERROR"}, _user_message(job.error))
         return {"CANCELLED"}
-    rec, folder, template = job.result
+    rec, folder, template, head = job.result
     obj = bpy.data.objects.get(info["template"])
     if obj is None:
         report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
         return {"CANCELLED"}
     made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
+    if head is not None:
+        from .head import add_head_object, hide_face_only
+
+        made["head"] = add_head_object(context, head, info["name"], folder / "texture.png", like=obj).name
+        hide_face_only(obj)
     where = f"results in {folder}"
-    if scratch.is_scratch(folder):  # no Results folder set: the texture is packed, nothing else is kept
+    if scratch.is_scratch(folder):  # no Results folder set: the textures are packed, nothing else is kept
         shutil.rmtree(folder, ignore_errors=True)
         del obj["p2v_results"]
         where = "no Results folder set, so no result files were kept"
     settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
     report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; {where}"
-           + (f"; target mesh '{made['target']}'" if made["target"] else ""))
+           + (f"; target mesh '{made['target']}'" if made["target"] else "")
+           + (f"; head '{made['head']}'" if made.get("head") else ""))
     for w in rec.warnings:
         report({"WARNING"}, w)
     return {"FINISHED"}
@@ -261,6 +267,7 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
     model_path = _check_runtime(context)
     threads = _threads(context)
     overwrite = s.batch_overwrite
+    opts = PipelineOptions(head=s.build == "HEAD", arkit=s.use_arkit)
 
     def work(progress, cancel):
         progress(0.0, "loading the networks")
@@ -269,7 +276,7 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
         def prog(i, total, name, stage):
             progress(i / max(total, 1), f"{i}/{total} {name}: {stage}")
 
-        rep = run_batch(pipe, found.files, dst, PipelineOptions(), overwrite=overwrite, progress=prog, cancel=cancel,
+        rep = run_batch(pipe, found.files, dst, opts, overwrite=overwrite, progress=prog, cancel=cancel,
                         names=found.names)
         rep.failed = found.problems + rep.failed
         rep.notes = found.skipped + rep.notes

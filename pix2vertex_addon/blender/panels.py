@@ -46,6 +46,10 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
         if s.template is None:
             layout.operator(P2V_OT_add_template.bl_idname, icon="ADD")
 
+        layout.row().prop(s, "build", expand=True)
+        sub = layout.row()
+        sub.active = s.build == "HEAD"
+        sub.prop(s, "use_arkit")
         row = layout.row(align=True)
         row.prop(s, "use_detail")
         sub = row.row(align=True)

@@ -57,6 +57,21 @@ class P2V_SceneSettings(bpy.types.PropertyGroup):
         soft_max=3.0,
         update=_update_detail,
     )
+    build: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Build",
+        description="What Reconstruct makes",
+        items=(
+            ("HEAD", "Full Head", "A whole head with eyes and teeth: the neutral face as Basis, "
+             "'Photo expression' and the ARKit shape keys (the warped template is kept, hidden)"),
+            ("FACE", "Face Only", "Only the warped face template (the face mask)"),
+        ),
+        default="HEAD",
+    )
+    use_arkit: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="ARKit Shape Keys",
+        description="Give the head ARKit's blendshapes as shape keys (eyeBlinkLeft, jawOpen, ...)",
+        default=True,
+    )
     add_target_mesh: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Add Target Mesh",
         description="Also add the networks' per-pixel mesh as a separate object, for inspection",

@@ -287,6 +287,7 @@ class PhotoResult:
 
     folders: list[Path]
     recs: list = field(default_factory=list)
+    heads: list = field(default_factory=list)
     rgb: np.ndarray | None = None
     skipped: bool = False
     notes: list[str] = field(default_factory=list)
@@ -387,15 +388,29 @@ def reconstruct_photo(
     folders = [target] + [out / f"{name}_face{k + 1}" for k in range(1, len(recs))]
     for folder in folders[1:]:
         _check_target(folder, wanted, overwrite, replace_own)
+    heads: list = []
+    if opts.head:
+        from .head import build_head
+
+        report(1.0, "head")
+        heads = [build_head(pipeline.model, rec.vertices_model, arkit=opts.arkit) for rec in recs]
     report(1.0, "write")
     if _cancelled(cancel):
         raise Cancelled("cancelled before writing")
     for k, (rec, folder) in enumerate(zip(recs, folders)):
         write_result(folder, rgb, rec, pipeline.model.template, overwrite=True, texture_size=texture_size,
                      report={**meta, **(extra_report or {}), "face_index": k, "faces": len(recs),
-                             "identity": wanted})
+                             "identity": wanted},
+                     extra=_head_writer(pipeline.model, heads[k]) if heads else None)
     notes = [f"{w} (face {k + 1})" if len(recs) > 1 else w for k, rec in enumerate(recs) for w in rec.warnings]
-    return PhotoResult(folders=folders, recs=recs, rgb=rgb, notes=notes)
+    return PhotoResult(folders=folders, recs=recs, heads=heads, rgb=rgb, notes=notes)
+
+
+def _head_writer(model, head) -> Callable[[Path], object]:
+    """Writes the head's files into a result folder being built (its texture.png is there)."""
+    from .head_files import write_head_files
+
+    return lambda folder: write_head_files(folder, head, model, folder / "texture.png")
 
 
 # -- the output folder ------------------------------------------------------------------------------

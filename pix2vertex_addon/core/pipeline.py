@@ -49,6 +49,9 @@ class PipelineOptions:
     ``landmarks``: fit with the detector's 478 face-mesh points (``core/landmarks.py``) beside the
     dense maps; False is the paper's dense-only fit. ``registration``: a ``RegistrationParams``
     replacing the default of that choice (``LANDMARK_PARAMS`` or ``RegistrationParams()``).
+    ``head``: the writers (``batch.reconstruct_photo``) also build the full head with eyes and
+    teeth (``core/head.py``) and write its files into the same result folder; ``arkit``: with
+    the ARKit shape keys.
     """
 
     all_faces: bool = False
@@ -59,6 +62,8 @@ class PipelineOptions:
     seed: int = 0
     landmarks: bool = True
     registration: RegistrationParams | None = None
+    head: bool = False
+    arkit: bool = True
 
 
 @dataclass

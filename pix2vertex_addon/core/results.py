@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +155,14 @@ def write_result(
     report: dict | None = None,
     overwrite: bool = False,
     texture_size: int = 1024,
+    extra: Callable[[Path], object] | None = None,
 ) -> Path:
     """Write every file of :data:`RESULT_FILES` for ``rec`` into ``out_dir`` (atomically).
 
     template : the face model's ``Template`` (faces, per-corner UVs, landmark vertices).
     report : extra entries for ``report.json`` (input path, image notes...).
+    extra : ``extra(folder)`` writes more files into the result folder before it appears (the
+        full head's files), so they are part of the same atomic result.
     """
     t0 = time.perf_counter()
     faces = np.asarray(template.faces)
@@ -191,6 +195,10 @@ def write_result(
         lm = photo_landmarks_68(rec.camera, rec.vertices, template)
         write_json(tmp / "landmarks.json", landmarks_doc(lm, rec.face.landmarks_478))
         save_png_atomic(tmp / "maps.png", maps_png(rec))
+        if extra is not None:
+            ts = time.perf_counter()
+            extra(tmp)
+            seconds["extra"] = time.perf_counter() - ts
 
         x0, y0, side = rec.face.crop
         doc = {
