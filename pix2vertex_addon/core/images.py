@@ -138,8 +138,9 @@ def _umask() -> int:
     return mask
 
 
-def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file."""
+def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 3) -> Path:
+    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file
+    (``compress_level``: zlib's 0-9; 1 is three times faster than 6 for a 20 % larger file)."""
     from PIL import Image
 
     out = Path(path)
@@ -149,7 +150,7 @@ def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
     os.close(fd)
     try:
-        Image.fromarray(a).save(tmp, format="PNG", compress_level=3)
+        Image.fromarray(a).save(tmp, format="PNG", compress_level=compress_level)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)
     except BaseException:
