@@ -9,6 +9,7 @@ way the scene is changed only on the main thread, in one step, after the work su
 from __future__ import annotations
 
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -16,6 +17,18 @@ import bpy
 import numpy as np
 
 from . import deps, jobs
+
+# the pipeline's stage names in words a user understands (progress bar, status line)
+STAGE_WORDS = {
+    "detect": "Finding the face", "crop": "Cropping the face", "networks": "Estimating the 3D shape",
+    "target_mesh": "Building the surface", "affine": "Aligning the template", "registration": "Fitting the template",
+    "detail": "Adding fine detail", "camera": "Placing the camera", "done": "Finishing",
+    "load": "Reading the photo", "write": "Writing the results", "skipped": "Skipped (already done)",
+}
+
+
+def stage_words(stage: str) -> str:
+    return STAGE_WORDS.get(stage, stage.replace("_", " ").capitalize())
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -101,20 +114,25 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     threads = _threads(context)
     out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else Path(
         tempfile.mkdtemp(prefix="p2v-"))
-    folder = out_root / bpy.path.clean_name(name)
+    from .naming import reconstruction_name
+
+    t_start = time.perf_counter()
+    rname = reconstruction_name(settings.template, name)
+    folder = out_root / bpy.path.clean_name(rname)
     opts = PipelineOptions(detail=True)
 
     def work(progress, cancel):
-        progress(0.0, "loading the networks")
+        progress(0.0, "Loading the networks")
         pipe = jobs.get_pipeline(model_path, threads)
-        progress(0.05, "reading the photo")
+        progress(0.05, "Reading the photo")
         if isinstance(source, str):
             rgb, info = load_image(source)
             meta = {"input": source, "image": {"size": info.size, "notes": info.notes}}
         else:
             rgb, meta = source, {"input": f"Blender image {name}"}
-        recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, s), cancel=cancel)
-        progress(0.88, "writing the results")
+        recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, stage_words(s)),
+                                cancel=cancel)
+        progress(0.88, "Cleaning the texture and writing the results")
         write_result(folder, rgb, recs[0], pipe.model.template, report=meta, overwrite=True)
         return recs[0], folder, pipe.model.template
 
@@ -123,7 +141,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
         job.start()
     else:
         job.run_here()
-    return job, {"name": name, "template": settings.template.name}
+    return job, {"name": rname, "photo": name, "template": settings.template.name, "t_start": t_start}
 
 
 def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
@@ -150,7 +168,7 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
         report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
         return {"CANCELLED"}
     made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
-    settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
+    settings.status = f"Reconstructed {info['name']} in {time.perf_counter() - info['t_start']:.1f} s"
     report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; results in {folder}"
            + (f"; target mesh '{made['target']}'" if made["target"] else ""))
     for w in rec.warnings:
@@ -258,11 +276,11 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
     overwrite = s.batch_overwrite
 
     def work(progress, cancel):
-        progress(0.0, "loading the networks")
+        progress(0.0, "Loading the networks")
         pipe = jobs.get_pipeline(model_path, threads)
 
         def prog(i, total, name, stage):
-            progress(i / max(total, 1), f"{i}/{total} {name}: {stage}")
+            progress(i / max(total, 1), f"{i}/{total} {name}: {stage_words(stage).lower()}")
 
         return run_batch(pipe, files, dst, PipelineOptions(), overwrite=overwrite, progress=prog, cancel=cancel)
 
