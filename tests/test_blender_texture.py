@@ -166,3 +166,29 @@ def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_im
     assert base.type == "TEX_IMAGE" and base.image.size[0] == 1024
     normal = bsdf.inputs["Normal"].links[0].from_node
     assert normal.type == "NORMAL_MAP" and normal.inputs["Color"].links[0].from_node.image is not None
+
+
+def test_find_faces_shows_the_overlay_and_a_missing_face_is_a_clear_error(empty_scene, oracle, two_image_pngs,  # noqa: F811
+                                                                         tmp_path):
+    import bpy
+
+    from conftest import addon_module
+
+    faces = addon_module("blender.faces")
+    obj = _add_template()
+    s = bpy.context.scene.p2v
+    s.template, s.image_path, s.output_dir = obj, str(two_image_pngs[0]), str(tmp_path / "r")
+    assert bpy.ops.p2v.find_faces() == {"FINISHED"}
+    from pix2vertex_addon.core.picker import SELECTED
+
+    assert faces.faces_found(s) == 1
+    thumb = np.asarray(Image.open(faces.overlay_path(s)).convert("RGB"))
+    assert (thumb == SELECTED).all(axis=-1).sum() > 100, "the face's box is drawn"
+    s.face_index = 1  # the oracle photo has one face
+    assert faces.overlay_path(s) is None, "the overlay is redrawn for the new choice"
+    with pytest.raises(RuntimeError, match="face 1 was chosen but the photo has 1 face"):
+        bpy.ops.p2v.reconstruct()
+    assert s.status == "Failed" and "p2v_results" not in obj
+    s.face_index = 0
+    assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
+    assert s.status.startswith("Reconstructed image in ") and s.status.endswith(" s")

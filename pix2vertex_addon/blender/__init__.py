@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import deps, jobs, operators, panels, preferences, preview, properties
+from . import deps, faces, jobs, operators, panels, preferences, preview, properties
 
-_MODULES = (preferences, properties, operators, panels)
+_MODULES = (preferences, properties, operators, faces, panels)
 
 
 def register() -> None:
@@ -26,6 +26,7 @@ def unregister() -> None:
     bpy.types.VIEW3D_MT_mesh_add.remove(operators.menu_add_template)
     jobs.release()
     preview.unregister_previews()
+    faces.unregister_previews()
     properties.unregister_properties()
     for mod in reversed(_MODULES):
         for cls in reversed(mod.CLASSES):

@@ -101,6 +101,7 @@ def _user_message(exc: BaseException) -> str:
 def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     """Check the inputs (raises InputError) and start the reconstruction job."""
     from ..core.images import load_image
+    from ..core.picker import reconstruct_face_index
     from ..core.pipeline import PipelineOptions
     from ..core.results import write_result
 
@@ -120,6 +121,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     rname = reconstruction_name(settings.template, name)
     folder = out_root / bpy.path.clean_name(rname)
     opts = PipelineOptions(detail=True)
+    face_index = settings.face_index
 
     def work(progress, cancel):
         progress(0.0, "Loading the networks")
@@ -130,11 +132,11 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
             meta = {"input": source, "image": {"size": info.size, "notes": info.notes}}
         else:
             rgb, meta = source, {"input": f"Blender image {name}"}
-        recs = pipe.reconstruct(rgb, opts, progress=lambda f, s: progress(0.05 + 0.8 * f, stage_words(s)),
-                                cancel=cancel)
+        rec = reconstruct_face_index(pipe, rgb, face_index, opts, cancel=cancel,
+                                     progress=lambda f, s: progress(0.05 + 0.8 * f, stage_words(s)))
         progress(0.88, "Cleaning the texture and writing the results")
-        write_result(folder, rgb, recs[0], pipe.model.template, report=meta, overwrite=True)
-        return recs[0], folder, pipe.model.template
+        write_result(folder, rgb, rec, pipe.model.template, report={**meta, "face_index": face_index}, overwrite=True)
+        return rec, folder, pipe.model.template
 
     job = jobs.Job(f"reconstruct {name}", work)
     if run_in_thread:

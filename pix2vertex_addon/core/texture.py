@@ -36,10 +36,12 @@ from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
 from .projection import _bilinear, _uv_raster, crop_depth
 
-__all__ = ["TextureResult", "texel_confidence", "mirror_texels", "complete_texture", "clean_texture"]
+__all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
+           "mirror_texels", "texel_confidence"]
 
 COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading grid)
 KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
+BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
 
 
 @dataclass
@@ -82,7 +84,7 @@ def texel_confidence(
     depth_crop: np.ndarray | None = None,
     depth_tolerance_mm: float = 3.0,
     facing: tuple[float, float] = (0.15, 0.45),
-    mask_erode_px: int = 2,
+    mask_erode_px: int | None = None,
 ) -> np.ndarray:
     """(size, size) float32 confidence in [0, 1] of each texel's projected colour.
 
@@ -93,7 +95,8 @@ def texel_confidence(
     mask : (R, R) float, the networks' face-mask probability over the crop (None: not used).
     facing : cosine range over which the confidence ramps from 0 to 1 (grazing texels are
         stretched copies of few photo pixels).
-    mask_erode_px : the mask is eroded by this many crop pixels (occluder borders).
+    mask_erode_px : the mask is eroded by this many crop pixels (occluder borders); default 1.2 %
+        of the crop side (3 pixels at 256).
     """
     tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
     inside = tid >= 0
@@ -120,8 +123,9 @@ def texel_confidence(
     conf = conf * ok
     if mask is not None:
         m = _close_small_holes(np.asarray(mask, dtype=np.float32))
-        if mask_erode_px > 0:
-            m = ndimage.grey_erosion(m, size=(2 * mask_erode_px + 1, 2 * mask_erode_px + 1))
+        erode = max(1, round(0.012 * m.shape[0])) if mask_erode_px is None else mask_erode_px
+        if erode > 0:
+            m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
         m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
         conf = conf * (_bilinear(m8, crop_xy)[:, 0] / 255.0)
     out = np.zeros((size, size), dtype=np.float32)
@@ -242,7 +246,7 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     # shading layer: confidence-weighted cell means, filled where cells are not well seen
     wsum = _cells(conf, coarse)
     cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
-    cell_known = wsum / coarse**2 >= 0.25
+    cell_known = wsum / coarse**2 >= 0.4
     cell_domain = _cells(inside.astype(np.float64), coarse) > 0
     anchor = np.median(lg[known], axis=0)
     base_c = _screened_fill(np.where(cell_known[..., None], cell_mean, 0.0), cell_known, cell_domain, anchor)
@@ -256,7 +260,7 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     if mirror is not None:
         m = np.asarray(mirror).ravel()
         cf, df = conf.ravel(), detail.reshape(-1, 3)
-        good = (m >= 0) & (cf[np.maximum(m, 0)] >= KNOWN)
+        good = (m >= 0) & (cf[np.maximum(m, 0)] >= 0.8)
         fill_detail.reshape(-1, 3)[good] = df[m[good]]
     filled_lg = base + fill_detail
     alpha = _smoothstep(conf, 0.2, 0.8)[..., None]
@@ -268,6 +272,40 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
         grown = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
         out[grown] = out[ir[grown], ic[grown]]
     return out, inside & ~known
+
+
+def border_distance(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+                    mask: np.ndarray, size: int = 1024) -> np.ndarray:
+    """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
+    the face mask (its small holes closed); 0 outside the mask and the islands."""
+    tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    inside = tid >= 0
+    closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
+    dist = ndimage.distance_transform_edt(closed).astype(np.float32)
+    xy = camera.project_crop(_texel_points(tri_vert, tid, bary, np.asarray(vertices, dtype=np.float64)))
+    r = dist.shape[0]
+    ij = np.clip(xy.astype(np.int64), 0, r - 1)
+    out = np.zeros((size, size), dtype=np.float32)
+    out[inside] = dist[ij[:, 1], ij[:, 0]]
+    return out
+
+
+def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
+                         k: float = 3.0) -> np.ndarray:
+    """(S, S) weight in [0, 1] that removes, within ``near_px`` of the mask's outline, texels whose
+    colour is far (more than ``k`` robust deviations, in log colour) from the well-seen skin: the
+    fringe of hair, a hat's brim or a collar the mask let through. Away from the outline (eyes,
+    brows, lips) every colour is kept."""
+    lg = np.log((raw.astype(np.float64) + 4.0) / 259.0)
+    good = (confidence >= 0.8) & (border > near_px)
+    if good.sum() < 100:
+        return np.ones(confidence.shape, dtype=np.float32)
+    med = np.median(lg[good], axis=0)
+    mad = 1.4826 * np.median(np.abs(lg[good] - med), axis=0) + 0.02
+    z = (np.abs(lg - med) / mad).max(axis=-1)
+    outlier = 1.0 - _smoothstep(z, k, 1.5 * k)
+    near = 1.0 - _smoothstep(border, 0.5 * near_px, near_px)
+    return (1.0 - near * (1.0 - outlier)).astype(np.float32)
 
 
 def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, rest_vertices: np.ndarray,
@@ -284,6 +322,9 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     conf = texel_confidence(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), mask=mask, size=size,
                             depth_crop=depth_crop)
     _, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    if mask is not None:
+        conf *= border_colour_weight(raw, conf, border_distance(camera, vertices, polygons, corner_uvs, mask, size),
+                                     near_px=BORDER_BAND * camera.resolution)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
     tex, filled = complete_texture(raw, conf, tid >= 0, mirror)
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)

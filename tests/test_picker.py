@@ -1,0 +1,80 @@
+"""Several faces in one photo: the numbered overlay and reconstructing the chosen face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pix2vertex_addon.core.detect import DetectedFace
+from pix2vertex_addon.core.picker import OTHER, SELECTED, face_boxes_overlay, reconstruct_face_index
+from pix2vertex_addon.core.pipeline import ReconstructionError
+
+
+def _face(x0, y0, x1, y1):
+    lm = np.array([[x0, y0], [x1, y1]], dtype=float)
+    return DetectedFace(box=np.array([x0, y0, x1, y1], float), score=0.9, landmarks_478=lm, landmarks_68=lm,
+                        crop=(x0, y0, x1 - x0))
+
+
+def test_overlay_draws_every_box_and_marks_the_chosen_one():
+    rgb = np.full((300, 600, 3), 90, np.uint8)
+    faces = [_face(50, 50, 250, 250), _face(380, 100, 500, 220)]
+    out = face_boxes_overlay(rgb, faces, selected=1, max_side=600)
+    assert out.shape == rgb.shape
+    # box edges (a little inside the drawn outline): the chosen one yellow, the other white
+    assert tuple(out[150, 381]) == SELECTED and tuple(out[150, 51]) == OTHER
+    assert (out[150, 300] == 90).all(), "between the boxes the photo is untouched"
+    small = face_boxes_overlay(rgb, faces, selected=0, max_side=300)
+    assert small.shape == (150, 300, 3)
+
+
+class _StubPipeline:
+    def __init__(self, faces):
+        self.detector = self
+        self.faces = faces
+        self.used = None
+
+    def detect(self, rgb, all_faces=False):
+        return self.faces if all_faces else self.faces[:1]
+
+    def reconstruct(self, rgb, opts, progress=None, cancel=None):
+        self.used = self.faces[0]
+        return [type("Rec", (), {"seconds": {}, "face": self.faces[0]})()]
+
+    def reconstruct_face(self, rgb, face, opts, progress, cancel):
+        self.used = face
+        return type("Rec", (), {"seconds": {"crop": 0.0}, "face": face})()
+
+
+def test_reconstruct_the_chosen_face():
+    faces = [_face(0, 0, 200, 200), _face(300, 0, 400, 100)]
+    pipe = _StubPipeline(faces)
+    rgb = np.zeros((200, 400, 3), np.uint8)
+    assert reconstruct_face_index(pipe, rgb, 1).face is faces[1] and pipe.used is faces[1]
+    assert reconstruct_face_index(pipe, rgb, 0).face is faces[0]
+    with pytest.raises(ReconstructionError, match="has 2 faces"):
+        reconstruct_face_index(pipe, rgb, 2)
+
+
+def test_two_real_faces_are_both_found_largest_first():
+    from PIL import Image
+
+    from pix2vertex_addon.core.detect import FaceDetector
+    from pix2vertex_addon.core.images import load_image
+
+    from photos import photo_paths
+
+    a, _ = load_image(photo_paths()["astronaut"])
+    b, _ = load_image(photo_paths()["grace_hopper"])
+    b = np.asarray(Image.fromarray(b).resize((int(b.shape[1] * 300 / b.shape[0]), 300)))
+    canvas = np.full((512, a.shape[1] + b.shape[1], 3), 128, np.uint8)
+    canvas[:, : a.shape[1]] = a
+    canvas[100:400, a.shape[1]:] = b
+    det = FaceDetector()
+    try:
+        faces = det.detect(canvas, all_faces=True)
+    finally:
+        det.close()
+    assert len(faces) == 2
+    assert faces[0].size >= faces[1].size
+    assert sorted(f.box[0] > a.shape[1] - 10 for f in faces) == [False, True], "one face in each photo"
