@@ -113,59 +113,56 @@ def test_material_has_normal_map_and_raw_texture(empty_scene, oracle, two_image_
     assert nmap.inputs["Strength"].default_value == pytest.approx(s.detail_strength)
 
 
-def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
+def _round_trip(addon: str, export, reimport, photo, tmp_path):
+    """Reconstruct onto a new template, export it with ``export(path)`` (Fine Detail off: the
+    documented export setting), re-import it into an empty scene; returns (shape keys before,
+    the imported mesh object, its Principled BSDF)."""
     import bpy
 
-    addon_utils = blender_module("addon_utils")
-    addon_utils.enable("io_scene_gltf2", default_set=False)
+    blender_module("addon_utils").enable(addon, default_set=False)
     obj = _add_template()
-    _reconstruct(obj, two_image_pngs[0], tmp_path / "r")
-    bpy.context.scene.p2v.use_detail = False  # the documented export setting: detail in the normal map
+    _reconstruct(obj, photo, tmp_path / "r")
+    bpy.context.scene.p2v.use_detail = False
     n_keys = len(obj.data.shape_keys.key_blocks)
-    out = tmp_path / "face.glb"
     bpy.ops.object.select_all(action="DESELECT")
     obj.select_set(True)
-    bpy.ops.export_scene.gltf(filepath=str(out), export_format="GLB", use_selection=True, export_apply=False,
-                              export_morph=True, export_tangents=True)
+    path = export()
     bpy.ops.wm.read_homefile(use_empty=True)
-    bpy.ops.import_scene.gltf(filepath=str(out))
+    reimport(path)
     meshes = [o for o in bpy.context.scene.objects if o.type == "MESH"]
     assert len(meshes) == 1
     got = meshes[0]
-    assert len(got.data.shape_keys.key_blocks) == n_keys
     assert "p2v Reconstruction" in got.data.shape_keys.key_blocks
-    nt = got.active_material.node_tree
-    bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf = next(n for n in got.active_material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
     base = bsdf.inputs["Base Color"].links[0].from_node
     assert base.type == "TEX_IMAGE" and base.image.size[0] == 1024
     normal = bsdf.inputs["Normal"].links[0].from_node
     assert normal.type == "NORMAL_MAP" and normal.inputs["Color"].links[0].from_node.image is not None
+    return n_keys, got, normal
+
+
+def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
+    import bpy
+
+    out = str(tmp_path / "face.glb")
+    n_keys, got, normal = _round_trip(
+        "io_scene_gltf2",
+        lambda: bpy.ops.export_scene.gltf(filepath=out, export_format="GLB", use_selection=True, export_apply=False,
+                                          export_morph=True, export_tangents=True) and out,
+        lambda p: bpy.ops.import_scene.gltf(filepath=p), two_image_pngs[0], tmp_path)
+    assert len(got.data.shape_keys.key_blocks) == n_keys
     assert normal.inputs["Strength"].default_value == pytest.approx(1.0)
 
 
 def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
     import bpy
 
-    addon_utils = blender_module("addon_utils")
-    addon_utils.enable("io_scene_fbx", default_set=False)
-    obj = _add_template()
-    _reconstruct(obj, two_image_pngs[0], tmp_path / "r")
-    bpy.context.scene.p2v.use_detail = False
-    out = tmp_path / "face.fbx"
-    bpy.ops.object.select_all(action="DESELECT")
-    obj.select_set(True)
-    bpy.ops.export_scene.fbx(filepath=str(out), use_selection=True, use_mesh_modifiers=False, path_mode="COPY",
-                             embed_textures=True)
-    bpy.ops.wm.read_homefile(use_empty=True)
-    bpy.ops.import_scene.fbx(filepath=str(out))
-    got = next(o for o in bpy.context.scene.objects if o.type == "MESH")
-    assert "p2v Reconstruction" in got.data.shape_keys.key_blocks
-    nt = got.active_material.node_tree
-    bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
-    base = bsdf.inputs["Base Color"].links[0].from_node
-    assert base.type == "TEX_IMAGE" and base.image.size[0] == 1024
-    normal = bsdf.inputs["Normal"].links[0].from_node
-    assert normal.type == "NORMAL_MAP" and normal.inputs["Color"].links[0].from_node.image is not None
+    out = str(tmp_path / "face.fbx")
+    _round_trip(
+        "io_scene_fbx",
+        lambda: bpy.ops.export_scene.fbx(filepath=out, use_selection=True, use_mesh_modifiers=False, path_mode="COPY",
+                                         embed_textures=True) and out,
+        lambda p: bpy.ops.import_scene.fbx(filepath=p), two_image_pngs[0], tmp_path)
 
 
 def test_find_faces_shows_the_overlay_and_a_missing_face_is_a_clear_error(empty_scene, oracle, two_image_pngs,  # noqa: F811

@@ -22,8 +22,8 @@ from pix2vertex_addon.core.texture import clean_texture, complete_texture, texel
 
 from oracle import oracle_pipeline
 
-# measured on seed 11 (mean absolute error, 8-bit, on the occluded skin): raw 121.9, completed
-# 36.6 (ratio 0.30); the test asks for at most half the raw error
+# measured on seed 11 (mean absolute error, 8-bit, on the occluded skin): raw 117.1, completed
+# 38.2 (ratio 0.33); the test asks for at most half the raw error
 MAX_ERROR_RATIO = 0.5
 
 

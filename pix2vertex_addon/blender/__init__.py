@@ -26,7 +26,6 @@ def unregister() -> None:
     bpy.types.VIEW3D_MT_mesh_add.remove(operators.menu_add_template)
     jobs.release()
     preview.unregister_previews()
-    faces.unregister_previews()
     properties.unregister_properties()
     for mod in reversed(_MODULES):
         for cls in reversed(mod.CLASSES):

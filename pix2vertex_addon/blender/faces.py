@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import bpy
 
+from . import preview
+
+OVERLAY_KEY = "p2v faces overlay"
+
 _state: dict = {"key": None, "icon": 0, "n": 0, "path": None}
-_collection = None
-
-
-def _pcoll():
-    global _collection
-    if _collection is None:
-        import bpy.utils.previews
-
-        _collection = bpy.utils.previews.new()
-    return _collection
-
-
 def photo_key(settings) -> str:
     """Identity of the chosen photo (an image datablock or a file path)."""
     if settings.image is not None:
@@ -42,19 +35,10 @@ def faces_found(settings) -> int:
 
 
 def clear() -> None:
+    pcoll = preview.collection_if_open()
+    if pcoll is not None and OVERLAY_KEY in pcoll:
+        del pcoll[OVERLAY_KEY]  # releases the icon
     _state.update(key=None, icon=0, n=0, path=None)
-    if _collection is not None:
-        _collection.clear()
-
-
-def unregister_previews() -> None:
-    global _collection
-    clear()
-    if _collection is not None:
-        import bpy.utils.previews
-
-        bpy.utils.previews.remove(_collection)
-        _collection = None
 
 
 def show_faces(settings, rgb, faces) -> int:
@@ -64,14 +48,14 @@ def show_faces(settings, rgb, faces) -> int:
 
     idx = min(settings.face_index, len(faces) - 1)
     thumb = face_boxes_overlay(rgb, faces, idx)
-    pcoll = _pcoll()
-    pcoll.clear()
-    path = Path(tempfile.gettempdir()) / f"p2v-faces-{id(pcoll)}.png"
+    clear()
+    pcoll = preview.collection()
+    path = Path(tempfile.gettempdir()) / f"p2v-faces-{os.getpid()}.png"
     save_png_atomic(path, thumb)
     key = (photo_key(settings), idx)
-    preview = pcoll.load(f"{key}", str(path), "IMAGE", force_reload=True)
-    _state.update(key=key, icon=preview.icon_id, n=len(faces), path=path)
-    return preview.icon_id
+    thumb_preview = pcoll.load(OVERLAY_KEY, str(path), "IMAGE", force_reload=True)
+    _state.update(key=key, icon=thumb_preview.icon_id, n=len(faces), path=path)
+    return thumb_preview.icon_id
 
 
 class P2V_OT_find_faces(bpy.types.Operator):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .export import _unique_rows_2d
 from .geometry.laplacian import vertex_normals
 from .projection import bake_vertex_field
 
@@ -59,9 +60,8 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     # group corners by (vertex, rounded uv): one tangent frame per vertex and UV island
     valid = (f >= 0).ravel()
     flat_v = f.ravel()
-    key_uv = np.rint(np.nan_to_num(uv) * 1e6).astype(np.int64)
-    keys = np.stack([flat_v, key_uv[:, 0], key_uv[:, 1]], axis=1)
-    _, group = np.unique(keys[valid], axis=0, return_inverse=True)
+    _, uv_id = _unique_rows_2d(np.round(np.nan_to_num(uv[valid]), 6))
+    _, group = np.unique(flat_v[valid] * (int(uv_id.max(initial=0)) + 1) + uv_id, return_inverse=True)
     gid = np.full(len(flat_v), -1, dtype=np.int64)
     gid[valid] = group.ravel()
     n_g = int(group.max()) + 1 if group.size else 0
@@ -69,8 +69,9 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     acc_b = np.zeros((n_g, 3))
     for k in range(3):
         g = gid[corners[:, k]]
-        np.add.at(acc_t, g, tan)
-        np.add.at(acc_b, g, bit)
+        for c in range(3):
+            acc_t[:, c] += np.bincount(g, tan[:, c], minlength=n_g)
+            acc_b[:, c] += np.bincount(g, bit[:, c], minlength=n_g)
     n_c = np.asarray(normals, dtype=np.float64)[np.maximum(flat_v, 0)]
     t_c = acc_t[np.maximum(gid, 0)]
     b_c = acc_b[np.maximum(gid, 0)]
@@ -117,12 +118,9 @@ def bake_normal_map(base_vertices: np.ndarray, faces: np.ndarray, corner_uvs: np
     valid = f >= 0
     ids = np.full(f.shape, -1, dtype=np.int64)
     ids[valid] = np.arange(int(valid.sum()))
-    chans = []
-    for c in range(3):
-        fill = 1.0 if c == 2 else 0.0
-        img = bake_vertex_field(ts[..., c][valid] - fill, ids, corner_uvs, size=size)
-        chans.append(img + fill)  # outside the islands: the flat normal (0, 0, 1)
-    n = np.stack(chans, axis=-1)
+    flat = np.array([0.0, 0.0, 1.0])
+    # baked as the difference to the flat normal, so that texels outside the islands are flat
+    n = bake_vertex_field(ts[valid] - flat, ids, corner_uvs, size=size, bleed=2) + flat
     n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-12
     return np.clip((n * 0.5 + 0.5) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 

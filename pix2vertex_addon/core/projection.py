@@ -8,12 +8,13 @@ integer + 0.5).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy import ndimage
 
 from .camera import CropCamera
 from .synth.raster import rasterize
 
-__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks"]
+__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_weights"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -115,6 +116,48 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     return tri_vert, tid, bary
 
 
+_WEIGHTS_CACHE: dict[tuple, tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = {}
+
+
+def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
+                  bleed: int = 2) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The UV raster of a layout as a linear map, cached per (layout, size, bleed).
+
+    Returns
+    -------
+    inside : (N,) flat indices of the texels inside the islands.
+    weights : (N, V) sparse, three barycentric weights per row: ``weights @ per_vertex`` is a
+        vertex field at those texels (V = the largest vertex id + 1).
+    grown, source : flat indices of the texels within ``bleed`` of an island and, for each, the
+        nearest inside texel (the bleed that keeps mip-maps free of seams).
+    """
+    poly = np.asarray(polygons, dtype=np.int64)
+    uvs = np.asarray(corner_uvs)
+    key = (poly.shape, hash(poly.tobytes()), hash(np.nan_to_num(uvs).tobytes()), size, bleed)
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    tri_vert, tid, bary = _uv_raster(poly, uvs, size)
+    inside_img = tid >= 0
+    inside = np.flatnonzero(inside_img.ravel())
+    tv = tri_vert[tid.ravel()[inside]]
+    n = len(inside)
+    w = sp.csr_matrix((bary.reshape(-1, 3)[inside].astype(np.float64).ravel(),
+                       (np.repeat(np.arange(n), 3), tv.ravel())), shape=(n, int(poly.max()) + 1))
+    grown = source = np.zeros(0, dtype=np.int64)
+    if bleed > 0 and n:
+        _, (ir, ic) = ndimage.distance_transform_edt(~inside_img, return_indices=True)
+        g = ndimage.binary_dilation(inside_img, iterations=bleed) & ~inside_img
+        grown = np.flatnonzero(g.ravel())
+        source = (ir * size + ic).ravel()[grown]
+    for a in (inside, grown, source):
+        a.setflags(write=False)
+    if len(_WEIGHTS_CACHE) > 4:
+        _WEIGHTS_CACHE.clear()
+    _WEIGHTS_CACHE[key] = (inside, w, grown, source)
+    return inside, w, grown, source
+
+
 def bake_texture(
     photo: np.ndarray,
     camera: CropCamera,
@@ -142,13 +185,11 @@ def bake_texture(
         seen texel, texels outside every UV island stay mid grey.
     seen : (size, size) bool, texels the photo saw.
     """
-    tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    tri_vert, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
     inside = tid >= 0
-    t = tid[inside]
-    b = bary[inside].astype(np.float64)
+    flat_inside, weights, grown, source = texel_weights(polygons, corner_uvs, size, bleed=2)
     v = np.asarray(vertices, dtype=np.float64)
-    tv = tri_vert[t]
-    pts = b[:, :1] * v[tv[:, 0]] + b[:, 1:2] * v[tv[:, 1]] + b[:, 2:3] * v[tv[:, 2]]
+    pts = weights @ v[: weights.shape[1]]
 
     # visibility from the camera: depth test against a render of the mesh in the crop
     vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
@@ -174,8 +215,8 @@ def bake_texture(
         fill = inside & ~seen
         tex[fill] = tex[ir[fill], ic[fill]]
         # a little bleed past island borders so that mip-mapping does not show grey seams
-        grown = ndimage.binary_dilation(inside, iterations=2) & ~inside
-        tex[grown] = tex[ir[grown], ic[grown]]
+        flat = tex.reshape(-1, 3)
+        flat[grown] = flat[source]
     return tex, seen
 
 
@@ -185,12 +226,12 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
 
     Parameters
     ----------
-    values : (V,) float per mesh vertex.  polygons : (F, 3|4) int, -1 padded.
+    values : (V,) or (V, C) float per mesh vertex.  polygons : (F, 3|4) int, -1 padded.
     corner_uvs : (F, 3|4, 2) float.  size : image side.  bleed : texels grown past island borders.
 
     Returns
     -------
-    (size, size) float32, row 0 = v of 1 (top, as images are stored); texels outside every island
+    (size, size) or (size, size, C) float32, row 0 = v of 1 (top, as images are stored); texels outside every island
     (beyond ``bleed``) are 0.
     """
     poly = np.asarray(polygons, dtype=np.int64)
@@ -199,14 +240,9 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
         poly = np.concatenate([poly, np.full((len(poly), 1), -1)], axis=1)
         uvs = np.concatenate([uvs, np.full((len(uvs), 1, 2), np.nan)], axis=1)
     vals = np.asarray(values, dtype=np.float64)
-    tri_vert, tid, bary = _uv_raster(poly, uvs, size)
-    inside = tid >= 0
-    out = np.zeros((size, size), dtype=np.float32)
-    tv = tri_vert[tid[inside]]
-    b = bary[inside].astype(np.float64)
-    out[inside] = (b * vals[tv]).sum(axis=1)
-    if bleed > 0 and inside.any():
-        _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
-        grown = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
-        out[grown] = out[ir[grown], ic[grown]]
+    inside, w, grown, source = texel_weights(poly, uvs, size, bleed)
+    out = np.zeros((size * size,) + vals.shape[1:], dtype=np.float32)
+    out[inside] = w @ vals[: w.shape[1]]
+    out[grown] = out[source]
+    out = out.reshape((size, size) + vals.shape[1:])
     return out

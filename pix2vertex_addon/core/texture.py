@@ -34,7 +34,7 @@ from scipy.sparse.linalg import spsolve
 
 from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
-from .projection import _bilinear, _uv_raster, crop_depth
+from .projection import _bilinear, _uv_raster, crop_depth, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
            "mirror_texels", "texel_confidence"]
@@ -59,13 +59,10 @@ class TextureResult:
         return float(self.filled.mean())
 
 
-def _texel_points(tri_vert: np.ndarray, tid: np.ndarray, bary: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _texel_points(polygons: np.ndarray, corner_uvs: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:
     """Per-vertex values (V, C) interpolated at the texels inside the islands (N, C)."""
-    inside = tid >= 0
-    tv = tri_vert[tid[inside]]
-    b = bary[inside].astype(np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    return b[:, :1] * v[tv[:, 0]] + b[:, 1:2] * v[tv[:, 1]] + b[:, 2:3] * v[tv[:, 2]]
+    _, w, _, _ = texel_weights(polygons, corner_uvs, size)
+    return w @ np.asarray(values, dtype=np.float64)[: w.shape[1]]
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -98,11 +95,11 @@ def texel_confidence(
     mask_erode_px : the mask is eroded by this many crop pixels (occluder borders); default 1.2 %
         of the crop side (3 pixels at 256).
     """
-    tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    tri_vert, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
     inside = tid >= 0
     v = np.asarray(vertices, dtype=np.float64)
-    pts = _texel_points(tri_vert, tid, bary, v)
-    nrm = _texel_points(tri_vert, tid, bary, vertex_normals(v, tri_vert))
+    pts = _texel_points(polygons, corner_uvs, size, v)
+    nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, tri_vert))
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
     cam = camera.to_camera(pts)
     to_cam = -cam / (np.linalg.norm(cam, axis=1, keepdims=True) + 1e-12)
@@ -168,10 +165,8 @@ def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     hit = _MIRROR_CACHE.get(key)
     if hit is not None:
         return hit
-    tri_vert, tid, bary = _uv_raster(poly, np.asarray(corner_uvs), size)
-    inside = tid >= 0
-    pts = _texel_points(tri_vert, tid, bary, rv)
-    flat = np.flatnonzero(inside.ravel())
+    flat, _, _, _ = texel_weights(poly, corner_uvs, size)
+    pts = _texel_points(poly, corner_uvs, size, rv)
     mirrored = pts * np.array([-1.0, 1.0, 1.0])
     dist, j = cKDTree(pts).query(mirrored, distance_upper_bound=max_mm, workers=-1)
     out = np.full(size * size, -1, dtype=np.int64)
@@ -229,10 +224,13 @@ def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, an
 
 
 def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray, mirror: np.ndarray | None,
-                     coarse: int = COARSE, bleed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                     coarse: int = COARSE, bleed: int = 2,
+                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Replace the low-confidence texels of ``raw`` (S, S, 3) uint8 (see the module notes).
 
     inside : (S, S) bool texels inside the UV islands.  mirror : from :func:`mirror_texels` or None.
+    bleed_index : (grown, source) flat texel indices of the bleed past the islands
+        (:func:`.projection.texel_weights`), computed from ``inside`` and ``bleed`` when not given.
     Returns (completed (S, S, 3) uint8, filled (S, S) bool).
     """
     s = raw.shape[0]
@@ -267,10 +265,13 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     out_lg = alpha * lg + (1.0 - alpha) * filled_lg
     out = np.clip(np.exp(out_lg) * 259.0 - 4.0 + 0.5, 0, 255).astype(np.uint8)
     out[~inside] = raw[~inside]
-    if bleed > 0:
+    if bleed_index is None and bleed > 0:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
-        grown = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
-        out[grown] = out[ir[grown], ic[grown]]
+        g = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
+        bleed_index = (np.flatnonzero(g.ravel()), (ir * s + ic).ravel()[g.ravel()])
+    if bleed_index is not None:
+        flat = out.reshape(-1, 3)
+        flat[bleed_index[0]] = flat[bleed_index[1]]
     return out, inside & ~known
 
 
@@ -278,16 +279,15 @@ def border_distance(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarr
                     mask: np.ndarray, size: int = 1024) -> np.ndarray:
     """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
     the face mask (its small holes closed); 0 outside the mask and the islands."""
-    tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
-    inside = tid >= 0
+    inside, _, _, _ = texel_weights(polygons, corner_uvs, size)
     closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
     dist = ndimage.distance_transform_edt(closed).astype(np.float32)
-    xy = camera.project_crop(_texel_points(tri_vert, tid, bary, np.asarray(vertices, dtype=np.float64)))
+    xy = camera.project_crop(_texel_points(polygons, corner_uvs, size, vertices))
     r = dist.shape[0]
     ij = np.clip(xy.astype(np.int64), 0, r - 1)
-    out = np.zeros((size, size), dtype=np.float32)
+    out = np.zeros(size * size, dtype=np.float32)
     out[inside] = dist[ij[:, 1], ij[:, 0]]
-    return out
+    return out.reshape(size, size)
 
 
 def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
@@ -321,10 +321,12 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     raw, _ = bake_texture(photo, camera, vertices, polygons, corner_uvs, size=size, depth_crop=depth_crop)
     conf = texel_confidence(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), mask=mask, size=size,
                             depth_crop=depth_crop)
-    _, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    flat_inside, _, grown, source = texel_weights(polygons, corner_uvs, size)
+    inside = np.zeros(size * size, dtype=bool)
+    inside[flat_inside] = True
     if mask is not None:
         conf *= border_colour_weight(raw, conf, border_distance(camera, vertices, polygons, corner_uvs, mask, size),
                                      near_px=BORDER_BAND * camera.resolution)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
-    tex, filled = complete_texture(raw, conf, tid >= 0, mirror)
+    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source))
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
