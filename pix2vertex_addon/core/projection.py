@@ -7,6 +7,8 @@ integer + 0.5).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
@@ -14,7 +16,8 @@ from scipy import ndimage
 from .camera import CropCamera
 from .synth.raster import rasterize
 
-__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_weights"]
+__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
+           "texel_weights", "TexelView"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -158,6 +161,48 @@ def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
     return inside, w, grown, source
 
 
+@dataclass
+class TexelView:
+    """Where the camera sees each texel inside the UV islands (the N texels of ``inside``).
+
+    inside : (N,) flat texel indices.  points : (N, 3) label frame, mm.  crop_xy : (N, 2) crop
+    pixels.  image_xy : (N, 2) photo pixels.  seen : (N,) bool, inside the photo and passing the
+    depth test.  triangles : (T, 3) the layout's triangles (mesh vertex ids).  size : texture side.
+    """
+
+    inside: np.ndarray
+    points: np.ndarray
+    crop_xy: np.ndarray
+    image_xy: np.ndarray
+    seen: np.ndarray
+    triangles: np.ndarray
+    size: int
+
+
+def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+               image_size: tuple[int, int], size: int = 1024, depth_tolerance_mm: float = 3.0,
+               depth_crop: np.ndarray | None = None) -> TexelView:
+    """:class:`TexelView` of a mesh with the layout ``polygons``/``corner_uvs`` (see
+    :func:`bake_texture` for the parameters)."""
+    tri_vert, _, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    flat_inside, weights, _, _ = texel_weights(polygons, corner_uvs, size)
+    v = np.asarray(vertices, dtype=np.float64)
+    pts = weights @ v[: weights.shape[1]]
+    # visibility from the camera: depth test against a render of the mesh in the crop
+    vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
+    visibility_res = vis_depth.shape[0]
+    crop_xy = camera.project_crop(pts)
+    vis_xy = crop_xy * (visibility_res / camera.resolution)
+    cz = camera.to_camera(pts)[:, 2]
+    ci = np.clip(vis_xy.astype(np.int64), 0, visibility_res - 1)
+    in_crop = (vis_xy >= 0).all(1) & (vis_xy < visibility_res).all(1)
+    seen = in_crop & (cz <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
+    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
+    h, w = image_size
+    seen &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
+    return TexelView(flat_inside, pts, crop_xy, img_xy, seen, tri_vert, size)
+
+
 def bake_texture(
     photo: np.ndarray,
     camera: CropCamera,
@@ -167,6 +212,7 @@ def bake_texture(
     size: int = 1024,
     depth_tolerance_mm: float = 3.0,
     depth_crop: np.ndarray | None = None,
+    view: TexelView | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Project the photo onto the template's UV layout.
 
@@ -178,6 +224,8 @@ def bake_texture(
     size : texture side in pixels.
     depth_crop : the mesh's depth over the crop (:func:`crop_depth`) for the visibility test;
         rendered from ``vertices`` when not given.
+    view : a :func:`texel_view` of the same mesh and photo (then the arguments above it are
+        not used again).
 
     Returns
     -------
@@ -185,37 +233,24 @@ def bake_texture(
         seen texel, texels outside every UV island stay mid grey.
     seen : (size, size) bool, texels the photo saw.
     """
-    tri_vert, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
-    inside = tid >= 0
-    flat_inside, weights, grown, source = texel_weights(polygons, corner_uvs, size, bleed=2)
-    v = np.asarray(vertices, dtype=np.float64)
-    pts = weights @ v[: weights.shape[1]]
-
-    # visibility from the camera: depth test against a render of the mesh in the crop
-    vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
-    visibility_res = vis_depth.shape[0]
-    crop_xy = camera.project_crop(pts) * (visibility_res / camera.resolution)
-    cz = camera.to_camera(pts)[:, 2]
-    ci = np.clip(crop_xy.astype(np.int64), 0, visibility_res - 1)
-    in_crop = (crop_xy >= 0).all(1) & (crop_xy < visibility_res).all(1)
-    seen_pts = in_crop & (cz <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
-    img_xy = camera.project_image(pts)
-    h, w = photo.shape[:2]
-    seen_pts &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
-
-    tex = np.full((size, size, 3), 128, dtype=np.uint8)
-    seen = np.zeros((size, size), dtype=bool)
-    rows, cols = np.nonzero(inside)
-    colours = _bilinear(photo, img_xy[seen_pts])
-    tex[rows[seen_pts], cols[seen_pts]] = np.clip(colours + 0.5, 0, 255).astype(np.uint8)
-    seen[rows[seen_pts], cols[seen_pts]] = True
-    if seen.any():
+    if view is None:
+        view = texel_view(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), size,
+                          depth_tolerance_mm, depth_crop)
+    _, _, grown, source = texel_weights(polygons, corner_uvs, size, bleed=2)
+    tex = np.full((size * size, 3), 128, dtype=np.uint8)
+    seen = np.zeros(size * size, dtype=bool)
+    hit = view.inside[view.seen]
+    tex[hit] = np.clip(_bilinear(photo, view.image_xy[view.seen]) + 0.5, 0, 255).astype(np.uint8)
+    seen[hit] = True
+    tex = tex.reshape(size, size, 3)
+    seen = seen.reshape(size, size)
+    if hit.size:
         # unseen texels inside the islands: colour of the nearest seen texel
         _, (ir, ic) = ndimage.distance_transform_edt(~seen, return_indices=True)
-        fill = inside & ~seen
-        tex[fill] = tex[ir[fill], ic[fill]]
-        # a little bleed past island borders so that mip-mapping does not show grey seams
+        fill = view.inside[~view.seen]
         flat = tex.reshape(-1, 3)
+        flat[fill] = flat[(ir * size + ic).ravel()[fill]]
+        # a little bleed past island borders so that mip-mapping does not show grey seams
         flat[grown] = flat[source]
     return tex, seen
 

@@ -34,7 +34,7 @@ from scipy.sparse.linalg import spsolve
 
 from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
-from .projection import _bilinear, _uv_raster, crop_depth, texel_weights
+from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
            "mirror_texels", "texel_confidence"]
@@ -82,6 +82,7 @@ def texel_confidence(
     depth_tolerance_mm: float = 3.0,
     facing: tuple[float, float] = (0.15, 0.45),
     mask_erode_px: int | None = None,
+    view: TexelView | None = None,
 ) -> np.ndarray:
     """(size, size) float32 confidence in [0, 1] of each texel's projected colour.
 
@@ -94,40 +95,29 @@ def texel_confidence(
         stretched copies of few photo pixels).
     mask_erode_px : the mask is eroded by this many crop pixels (occluder borders); default 1.2 %
         of the crop side (3 pixels at 256).
+    view : the :func:`.projection.texel_view` of this mesh and photo, when already computed.
     """
-    tri_vert, tid, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
-    inside = tid >= 0
+    if view is None:
+        view = texel_view(camera, vertices, polygons, corner_uvs, image_size, size, depth_tolerance_mm, depth_crop)
     v = np.asarray(vertices, dtype=np.float64)
-    pts = _texel_points(polygons, corner_uvs, size, v)
-    nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, tri_vert))
+    nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, view.triangles))
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
-    cam = camera.to_camera(pts)
+    cam = camera.to_camera(view.points)
     to_cam = -cam / (np.linalg.norm(cam, axis=1, keepdims=True) + 1e-12)
     cos = (nrm * to_cam).sum(axis=1)
     if np.median(cos) < 0:  # the mesh's winding gives inward normals
         cos = -cos
-    conf = _smoothstep(cos, *facing)
-
-    vis_depth = crop_depth(camera, v, tri_vert) if depth_crop is None else depth_crop
-    res = vis_depth.shape[0]
-    crop_xy = camera.project_crop(pts)
-    cxy = crop_xy * (res / camera.resolution)
-    ci = np.clip(cxy.astype(np.int64), 0, res - 1)
-    ok = (cxy >= 0).all(1) & (cxy < res).all(1) & (cam[:, 2] <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
-    img_xy = camera.project_image(pts)
-    h, w = image_size
-    ok &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
-    conf = conf * ok
+    conf = _smoothstep(cos, *facing) * view.seen
     if mask is not None:
         m = _close_small_holes(np.asarray(mask, dtype=np.float32))
         erode = max(1, round(0.012 * m.shape[0])) if mask_erode_px is None else mask_erode_px
         if erode > 0:
             m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
         m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
-        conf = conf * (_bilinear(m8, crop_xy)[:, 0] / 255.0)
-    out = np.zeros((size, size), dtype=np.float32)
-    out[inside] = conf
-    return out
+        conf = conf * (_bilinear(m8, view.crop_xy)[:, 0] / 255.0)
+    out = np.zeros(size * size, dtype=np.float32)
+    out[view.inside] = conf
+    return out.reshape(size, size)
 
 
 def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02) -> np.ndarray:
@@ -236,11 +226,11 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     s = raw.shape[0]
     if s % coarse:
         raise ValueError(f"texture side {s} is not a multiple of {coarse}")
-    conf = np.where(inside, np.clip(confidence, 0.0, 1.0), 0.0).astype(np.float64)
+    conf = np.where(inside, np.clip(confidence, 0.0, 1.0), 0.0).astype(np.float32)
     known = conf >= KNOWN
     if not known.any():
         return raw.copy(), inside.copy()
-    lg = np.log((raw.astype(np.float64) + 4.0) / 259.0)
+    lg = np.log((raw.astype(np.float32) + np.float32(4.0)) / np.float32(259.0))
     # shading layer: confidence-weighted cell means, filled where cells are not well seen
     wsum = _cells(conf, coarse)
     cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
@@ -252,7 +242,7 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     import cv2
 
     base_c = cv2.GaussianBlur(base_c.astype(np.float32), (0, 0), 1.0)
-    base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR)
     detail = lg - base
     fill_detail = np.zeros_like(detail)
     if mirror is not None:
@@ -262,8 +252,8 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
         fill_detail.reshape(-1, 3)[good] = df[m[good]]
     filled_lg = base + fill_detail
     alpha = _smoothstep(conf, 0.2, 0.8)[..., None]
-    out_lg = alpha * lg + (1.0 - alpha) * filled_lg
-    out = np.clip(np.exp(out_lg) * 259.0 - 4.0 + 0.5, 0, 255).astype(np.uint8)
+    out_lg = filled_lg + alpha * (lg - filled_lg)
+    out = np.clip(np.exp(out_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
     out[~inside] = raw[~inside]
     if bleed_index is None and bleed > 0:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
@@ -275,19 +265,16 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     return out, inside & ~known
 
 
-def border_distance(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
-                    mask: np.ndarray, size: int = 1024) -> np.ndarray:
+def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
     the face mask (its small holes closed); 0 outside the mask and the islands."""
-    inside, _, _, _ = texel_weights(polygons, corner_uvs, size)
     closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
     dist = ndimage.distance_transform_edt(closed).astype(np.float32)
-    xy = camera.project_crop(_texel_points(polygons, corner_uvs, size, vertices))
     r = dist.shape[0]
-    ij = np.clip(xy.astype(np.int64), 0, r - 1)
-    out = np.zeros(size * size, dtype=np.float32)
-    out[inside] = dist[ij[:, 1], ij[:, 0]]
-    return out.reshape(size, size)
+    ij = np.clip(view.crop_xy.astype(np.int64), 0, r - 1)
+    out = np.zeros(view.size * view.size, dtype=np.float32)
+    out[view.inside] = dist[ij[:, 1], ij[:, 0]]
+    return out.reshape(view.size, view.size)
 
 
 def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
@@ -316,17 +303,16 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     vertices : (V, 3) the registered mesh, label frame mm.  rest_vertices : (V, 3) the template's
     symmetric rest shape (model frame, mm) for the mirror look-up.  mask : the networks' mask.
     """
-    from .projection import bake_texture
-
-    raw, _ = bake_texture(photo, camera, vertices, polygons, corner_uvs, size=size, depth_crop=depth_crop)
-    conf = texel_confidence(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), mask=mask, size=size,
-                            depth_crop=depth_crop)
+    view = texel_view(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), size,
+                      depth_crop=depth_crop)
+    raw, _ = bake_texture(photo, camera, vertices, polygons, corner_uvs, size=size, view=view)
+    conf = texel_confidence(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), mask=mask,
+                            size=size, view=view)
     flat_inside, _, grown, source = texel_weights(polygons, corner_uvs, size)
     inside = np.zeros(size * size, dtype=bool)
     inside[flat_inside] = True
     if mask is not None:
-        conf *= border_colour_weight(raw, conf, border_distance(camera, vertices, polygons, corner_uvs, mask, size),
-                                     near_px=BORDER_BAND * camera.resolution)
+        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
     tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source))
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
