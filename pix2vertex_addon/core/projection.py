@@ -103,6 +103,14 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     tri_poly = np.concatenate([np.arange(len(poly)), np.flatnonzero(quad)])
     tri_corner = np.concatenate([np.tile([0, 1, 2], (len(poly), 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
     tri_vert = poly[tri_poly[:, None], tri_corner]
+    tri_vert.setflags(write=False)
+    # the raster depends on the UVs and the quad pattern only: layouts that share them (a mesh and
+    # its "one vertex per corner" copy) share it
+    raster_key = (hash(quad.tobytes()), key[2], size)
+    shared = _UV_CACHE.get(raster_key)
+    if shared is not None:
+        _UV_CACHE[key] = (tri_vert, shared[1], shared[2])
+        return _UV_CACHE[key]
     tri_uv = uvs[tri_poly[:, None], tri_corner].astype(np.float64)
     # a flat "camera" view of UV space (v = 1 at the top row, as images are stored)
     zc = 10.0
@@ -111,11 +119,11 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     p[:, 1] = (1.0 - tri_uv[..., 1].ravel()) * size - size / 2.0
     p[:, 2] = zc
     tid, bary, _ = rasterize(p, np.arange(len(p)).reshape(-1, 3), zc, size)
-    for a in (tri_vert, tid, bary):
+    for a in (tid, bary):
         a.setflags(write=False)
-    if len(_UV_CACHE) > 4:
+    if len(_UV_CACHE) > 8:
         _UV_CACHE.clear()
-    _UV_CACHE[key] = (tri_vert, tid, bary)
+    _UV_CACHE[key] = _UV_CACHE[raster_key] = (tri_vert, tid, bary)
     return tri_vert, tid, bary
 
 
