@@ -6,8 +6,7 @@
 INPUT: image files or folders of images (a batch). With no INPUT, the embedded default photo
 (scikit-image's astronaut) is used. Each photo's results go to DIR/<name>/ (face.obj, face.mtl,
 face_base.obj, texture.png, texture_raw.png, normal.png, depth.npy, landmarks.json, maps.png,
-report.json). Finished photos
-are skipped unless --overwrite. A bad photo is reported and the batch goes on; the exit status
+report.json). Finished photos are skipped unless --overwrite. A bad photo is reported and the batch goes on; the exit status
 is 0 only when every photo succeeded (1: some failed, 2: bad arguments or set-up, 130: cancelled).
 """
 
