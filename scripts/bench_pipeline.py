@@ -5,6 +5,7 @@
 Prints three tables:
 1. per-stage seconds for a 1024 x 1024 photo (scikit-image's astronaut, upscaled), after the
    models are loaded (median of --repeats runs; the first run is a warm-up);
+   then the parts of writing one result, wall and process-CPU seconds;
 2. a batch of --batch photos (the three test photos, cycled, with small variations) through one
    Pipeline: total and per-photo seconds, with the load time shown apart;
 3. peak resident memory (ru_maxrss) of a fresh process reconstructing a 4000 x 3000 photo.
@@ -81,6 +82,77 @@ def stage_table(pipeline, rgb, repeats: int, out: Path) -> tuple[str, float]:
     return table(rows, ["stage (1024x1024 photo)", f"median s of {repeats}"]), float(np.median([r["end to end"] for r in runs]))
 
 
+def write_table(pipeline, rgb, repeats: int, out: Path) -> str:
+    """Wall and process-CPU seconds of each part of writing one result (medians of ``repeats``
+    after a warm-up): CPU seconds stay meaningful on a loaded machine, where wall seconds do not
+    (the PNG encoders run in two threads, so their CPU seconds add up both)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pix2vertex_addon.core.export import write_obj
+    from pix2vertex_addon.core.images import save_png_atomic
+    from pix2vertex_addon.core.projection import crop_depth, depth_map
+    from pix2vertex_addon.core.results import (
+        FAST_PNG,
+        MODEL_TO_OBJ_M,
+        detailed_mesh,
+        face_normal_map,
+        write_result,
+    )
+    from pix2vertex_addon.core.texture import clean_texture
+
+    t = pipeline.model.template
+    rec = pipeline.reconstruct(rgb)[0]
+    v, q, quv = detailed_mesh(rec, t.faces, t.uvs)
+    tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict = {}
+
+    def depth():
+        state["dcrop"] = crop_depth(rec.camera, v, tris)
+        depth_map(rec.camera, state["dcrop"], rgb.shape[:2])
+
+    def texture():
+        state["tex"] = clean_texture(rgb, rec.camera, rec.vertices, t.vertices_cm * 10.0, t.faces, t.uvs,
+                                     mask=rec.maps["mask"], depth_crop=state["dcrop"])
+
+    def normal():
+        state["normal"] = face_normal_map(rec, t.faces, t.uvs)
+
+    def obj_text():
+        write_obj(out, rec.vertices_model * MODEL_TO_OBJ_M, t.faces, t.uvs, stem="face_base", normal_map="normal.png")
+        write_obj(out, rec.to_model(v) * MODEL_TO_OBJ_M, q, quv, stem="face")
+
+    def pngs():
+        tex = state["tex"]
+        with ThreadPoolExecutor(2) as pool:
+            jobs = [pool.submit(save_png_atomic, out / n, a, FAST_PNG) for n, a in
+                    (("texture.png", tex.texture), ("texture_raw.png", tex.raw), ("normal.png", state["normal"]))]
+            for j in jobs:
+                j.result()
+
+    def png_previous():
+        save_png_atomic(out / "texture_level3.png", state["tex"].texture, 3)
+
+    def whole():
+        write_result(out / "whole", rgb, rec, t, overwrite=True)
+
+    parts = [("depth raster", depth), ("texture clean-up (bake, confidence, completion)", texture),
+             ("normal map", normal), ("OBJ text (face + face_base)", obj_text),
+             ("PNG encoding (3 x 1024^2, 2 threads)", pngs),
+             ("for comparison: one 1024^2 PNG at level 3 (the previous setting)", png_previous),
+             ("write_result, everything", whole)]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in parts}
+    for k in range(repeats + 1):
+        for name, fn in parts:
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            if k > 0:
+                times[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    rows = [[name, f"{np.median([w for w, _ in ts]):.3f}", f"{np.median([c for _, c in ts]):.3f}"]
+            for name, ts in times.items()]
+    return table(rows, ["writing one result (1024x1024 photo)", f"wall s, median of {repeats}", "CPU s"])
+
+
 def memory_child(path: str, threads: int, weights: str | None) -> None:
     from pix2vertex_addon.core.images import load_image
     from pix2vertex_addon.core.pipeline import Pipeline
@@ -121,6 +193,8 @@ def main() -> int:
         text, e2e = stage_table(pipeline, rgb, args.repeats, tmp / "stages")
         print(f"\nmodels loaded in {load_s:.2f} s\n")
         print(text)
+        print()
+        print(write_table(pipeline, rgb, args.repeats, tmp / "write"))
 
         from PIL import Image
 

@@ -5,12 +5,13 @@
 
 INPUT: image files or folders of images (a batch). With no INPUT, the embedded default photo
 (scikit-image's astronaut) is used. Each photo's results go to DIR/<name>/ (face.obj, face.mtl,
-face_base.obj, texture.png, depth.npy, landmarks.json, maps.png, report.json; with --build head,
-the default, also head.obj, head.mtl, head.glb and head.json). Finished photos are skipped when
-their recorded input, options and weights match (a result of another photo or an outdated one is
-replaced only with --overwrite). A bad photo is reported and the batch goes on; one run at a time
-uses an output folder (--wait). The exit status is 0 only when every photo succeeded (1: some
-failed, 2: bad arguments, set-up or output folder, 130: cancelled).
+face_base.obj, texture.png, texture_raw.png, normal.png, depth.npy, landmarks.json, maps.png,
+report.json; with --build head, the default, also head.obj, head.mtl, head.glb and head.json).
+Finished photos are skipped when their recorded input, options and weights match (a result of
+another photo or an outdated one is replaced only with --overwrite). A bad photo is reported and
+the batch goes on; one run at a time uses an output folder (--wait). The exit status is 0 only
+when every photo succeeded (1: some failed, 2: bad arguments, set-up or output folder, 130:
+cancelled).
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def test_reconstruct_warps_the_template_in_place(scene_with_template, oracle, ph
     obj.data.vertices.foreach_get("co", neutral)
 
     assert bpy.ops.p2v.reconstruct() == {"FINISHED"}
-    assert obj.name == name_before and len(bpy.data.objects) == n_obj, "same object, nothing else added"
+    assert s.template is obj and len(bpy.data.objects) == n_obj, "same object, nothing else added"
+    assert name_before != obj.name == obj.data.name == "synthetic face", "named after the photo"
     assert len(obj.data.vertices) == 9409 and len(obj.data.polygons) == 9230
     uv_after = np.empty_like(uv_before)
     obj.data.uv_layers[0].data.foreach_get("uv", uv_after)

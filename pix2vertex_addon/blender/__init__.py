@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import deps, jobs, operators, panels, preferences, preview, properties, scratch
+from . import deps, faces, jobs, operators, panels, preferences, preview, properties, scratch
 
-_MODULES = (preferences, properties, operators, panels)
+_MODULES = (preferences, properties, operators, faces, panels)
 
 
 def register() -> None:

@@ -20,6 +20,7 @@ from ..core.face_model import MODEL_TO_BLENDER
 SHAPE_KEY = "p2v Reconstruction"
 SUBDIV_MOD = "p2v Subdivision"
 DISPLACE_MOD = "p2v Detail"
+NORMAL_NODE = "p2v Normal Map"
 RANGE_PROP = "p2v_detail_range_mm"
 DETAIL_TEXTURE_SIZE = 2048
 MM_TO_M = 0.001
@@ -82,6 +83,37 @@ def set_texture_material(obj: bpy.types.Object, texture_png: Path, name: str) ->
     return mat
 
 
+def add_texture_layers(mat: bpy.types.Material, result_dir: Path, name: str, strength: float) -> list[bpy.types.Image]:
+    """The detail's tangent-space normal map (``normal.png``) through a Normal Map node into the
+    material's normal, and the raw projection (``texture_raw.png``) as an unconnected image node
+    for artists; both packed. Returns the two images."""
+    nt = mat.node_tree
+    bsdf = next(n for n in nt.nodes if n.type == "BSDF_PRINCIPLED")
+    images = []
+    for file, label, loc in (("normal.png", "Normal", -620), ("texture_raw.png", "Texture Raw", 280)):
+        path = Path(result_dir) / file
+        if not path.is_file():
+            continue
+        img = bpy.data.images.load(str(path), check_existing=False)
+        img.name = f"p2v {label} {name}"
+        if file == "normal.png":
+            img.colorspace_settings.name = "Non-Color"
+        img.pack()
+        node = nt.nodes.new("ShaderNodeTexImage")
+        node.image, node.label = img, f"p2v {label}"
+        node.location = (bsdf.location.x + loc, bsdf.location.y - 320)
+        images.append(img)
+        if file == "normal.png":
+            nmap = nt.nodes.new("ShaderNodeNormalMap")
+            nmap.name = nmap.label = NORMAL_NODE
+            nmap.space = "TANGENT"
+            nmap.inputs["Strength"].default_value = strength
+            nmap.location = (bsdf.location.x - 320, bsdf.location.y - 320)
+            nt.links.new(node.outputs["Color"], nmap.inputs["Color"])
+            nt.links.new(nmap.outputs["Normal"], bsdf.inputs["Normal"])
+    return images
+
+
 def add_map_images(rec, name: str) -> list[bpy.types.Image]:
     """The networks' depth (mm, label frame z; 0 off the face) and correspondence maps as images."""
     m = rec.maps["mask"] >= 0.5
@@ -91,7 +123,10 @@ def add_map_images(rec, name: str) -> list[bpy.types.Image]:
     depth[..., :3] = z[..., None]
     corr = np.ones((r, r, 4), dtype=np.float32)
     corr[..., :3] = rec.maps["corr"] * m[..., None]
-    return [_float_image(f"p2v Depth {name}", depth), _float_image(f"p2v Correspondence {name}", corr)]
+    images = [_float_image(f"p2v Depth {name}", depth), _float_image(f"p2v Correspondence {name}", corr)]
+    for img in images:
+        img.use_fake_user = True  # nothing uses them: kept when the file is saved, removed on a re-run
+    return images
 
 
 def add_target_object(context: bpy.types.Context, obj: bpy.types.Object, rec, name: str) -> bpy.types.Object:
@@ -153,18 +188,37 @@ def update_detail_modifiers(obj: bpy.types.Object, enabled: bool, strength: floa
     disp = obj.modifiers.get(DISPLACE_MOD)
     if disp is not None:
         disp.strength = 2.0 * rng * MM_TO_M * strength
+    # the normal map carries the detail when the modifier stack does not (no double shading)
+    mat = obj.active_material
+    node = mat.node_tree.nodes.get(NORMAL_NODE) if mat is not None and mat.node_tree else None
+    if node is not None:
+        node.inputs["Strength"].default_value = 0.0 if enabled and disp is not None else strength
 
 
 def apply_reconstruction(context: bpy.types.Context, obj: bpy.types.Object, rec, template, result_dir: Path,
                          name: str, settings) -> dict:
     """Everything above, in one go, on ``obj`` (which must have the template's topology)."""
+    from . import naming
+
+    naming.own_mesh(obj)
+    naming.release(obj)  # this object's previous reconstruction: replaced, not copied
+    naming.rename(obj, name)
     verts = model_mm_to_blender(rec.vertices_model)
     set_reconstruction_shape(obj, verts)
-    set_texture_material(obj, Path(result_dir) / "texture.png", name)
+    mat = set_texture_material(obj, Path(result_dir) / "texture.png", name)
+    layers = add_texture_layers(mat, Path(result_dir), name, settings.detail_strength)
     images = add_map_images(rec, name)
     if rec.detail is not None:
         set_detail(obj, rec, template, name, settings.use_detail, settings.detail_strength)
+    else:
+        update_detail_modifiers(obj, False, settings.detail_strength)
     target = add_target_object(context, obj, rec, name) if settings.add_target_mesh else None
+    owned: list = [mat, *layers, *images, *(n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE")]
+    owned += [b for b in (bpy.data.images.get(f"p2v Detail {name}"), bpy.data.textures.get(f"p2v Detail {name}"))
+              if b is not None and rec.detail is not None]
+    if target is not None:
+        owned += [target, target.data]
+    naming.claim(obj, owned)
     obj["p2v_source"] = name
     obj["p2v_results"] = str(result_dir)
     return {"images": [i.name for i in images], "target": target.name if target else None}

@@ -9,6 +9,7 @@ way the scene is changed only on the main thread, in one step, after the work su
 from __future__ import annotations
 
 import shutil
+import time
 import traceback
 from pathlib import Path
 
@@ -16,6 +17,19 @@ import bpy
 import numpy as np
 
 from . import deps, jobs
+
+# the pipeline's stage names in words a user understands (progress bar, status line)
+STAGE_WORDS = {
+    "detect": "Finding the face", "crop": "Cropping the face", "networks": "Estimating the 3D shape",
+    "target_mesh": "Building the surface", "affine": "Aligning the template", "registration": "Fitting the template",
+    "detail": "Adding fine detail", "camera": "Placing the camera", "done": "Finishing",
+    "load": "Reading the photo", "head": "Building the head", "write": "Writing the results",
+    "skipped": "Skipped (already done)",
+}
+
+
+def stage_words(stage: str) -> str:
+    return STAGE_WORDS.get(stage, stage.replace("_", " ").capitalize())
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -105,16 +119,21 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     model_path = _check_runtime(context)
     threads = _threads(context)
     out_root = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else scratch.root()
-    folder_name = safe_name(name)
-    opts = PipelineOptions(detail=True, head=settings.build == "HEAD", arkit=settings.use_arkit)
+    from .naming import reconstruction_name
+
+    t_start = time.perf_counter()
+    rname = reconstruction_name(settings.template, name)
+    folder_name = safe_name(rname)
+    opts = PipelineOptions(detail=True, head=settings.build == "HEAD", arkit=settings.use_arkit,
+                           face_index=settings.face_index)
     src = source if isinstance(source, str) else (name, source)
 
     def work(progress, cancel):
-        progress(0.0, "loading the networks")
+        progress(0.0, "Loading the networks")
         pipe = jobs.get_pipeline(model_path, threads)
         with output_session(out_root, [folder_name]):
             res = reconstruct_photo(pipe, src, out_root, folder_name, opts, resume=False, replace_own=True,
-                                    progress=lambda f, s: progress(0.05 + 0.9 * f, s), cancel=cancel)
+                                    progress=lambda f, s: progress(0.05 + 0.9 * f, stage_words(s)), cancel=cancel)
         return res.recs[0], res.folders[0], pipe.model.template, (res.heads[0] if res.heads else None)
 
     job = jobs.Job(f"reconstruct {name}", work)
@@ -122,7 +141,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
         job.start()
     else:
         job.run_here()
-    return job, {"name": name, "template": settings.template.name}
+    return job, {"name": rname, "photo": name, "template": settings.template.name, "t_start": t_start}
 
 
 def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
@@ -160,7 +179,7 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
         shutil.rmtree(folder, ignore_errors=True)
         del obj["p2v_results"]
         where = "no Results folder set, so no result files were kept"
-    settings.status = f"Reconstructed {info['name']} ({sum(rec.seconds.values()):.1f} s)"
+    settings.status = f"Reconstructed {info['name']} in {time.perf_counter() - info['t_start']:.1f} s"
     report({"INFO"}, f"Reconstructed {info['name']} into '{obj.name}'; {where}"
            + (f"; target mesh '{made['target']}'" if made["target"] else "")
            + (f"; head '{made['head']}'" if made.get("head") else ""))
@@ -270,11 +289,11 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
     opts = PipelineOptions(head=s.build == "HEAD", arkit=s.use_arkit)
 
     def work(progress, cancel):
-        progress(0.0, "loading the networks")
+        progress(0.0, "Loading the networks")
         pipe = jobs.get_pipeline(model_path, threads)
 
         def prog(i, total, name, stage):
-            progress(i / max(total, 1), f"{i}/{total} {name}: {stage}")
+            progress(i / max(total, 1), f"{i}/{total} {name}: {stage_words(stage).lower()}")
 
         rep = run_batch(pipe, found.files, dst, opts, overwrite=overwrite, progress=prog, cancel=cancel,
                         names=found.names)

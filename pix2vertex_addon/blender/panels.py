@@ -37,9 +37,16 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
         col.label(text="Photo")
         col.prop(s, "image_path", text="")
         col.template_ID(s, "image", open="image.open")
-        icon = preview_icon(s)
+        from . import faces
+
+        icon = faces.overlay_icon(s) or preview_icon(s)
         if icon:
             layout.template_icon(icon_value=icon, scale=6.0)
+        row = layout.row(align=True)
+        row.operator(faces.P2V_OT_find_faces.bl_idname, icon="VIEWZOOM")
+        row.prop(s, "face_index")
+        if faces.faces_found(s) > 1:
+            layout.label(text=f"{faces.faces_found(s)} faces: reconstructing face {s.face_index}", icon="INFO")
 
         layout.separator()
         layout.prop(s, "template")

@@ -9,6 +9,16 @@ import bpy
 _collection = None
 
 
+def collection_if_open():
+    """The add-on's preview collection, None before the first thumbnail."""
+    return _collection
+
+
+def collection():
+    """The add-on's preview collection (photo thumbnail, faces overlay), made on first use."""
+    return _pcoll()
+
+
 def _pcoll():
     global _collection
     if _collection is None:

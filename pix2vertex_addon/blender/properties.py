@@ -19,9 +19,17 @@ def _update_detail(self: P2V_SceneSettings, context: bpy.types.Context) -> None:
 
 
 def _update_preview(self: P2V_SceneSettings, _context: bpy.types.Context) -> None:
+    from . import faces
     from .preview import clear_preview
 
     clear_preview()
+    faces.clear()
+
+
+def _update_face_index(self: P2V_SceneSettings, _context: bpy.types.Context) -> None:
+    from . import faces
+
+    faces.clear()  # the overlay shows the old choice: Find Faces redraws it
 
 
 class P2V_SceneSettings(bpy.types.PropertyGroup):
@@ -71,6 +79,14 @@ class P2V_SceneSettings(bpy.types.PropertyGroup):
         name="ARKit Shape Keys",
         description="Give the head ARKit's blendshapes as shape keys (eyeBlinkLeft, jawOpen, ...)",
         default=True,
+    )
+    face_index: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Face",
+        description="Which face of the photo to reconstruct (0: the largest; Find Faces numbers them)",
+        default=0,
+        min=0,
+        soft_max=9,
+        update=_update_face_index,
     )
     add_target_mesh: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Add Target Mesh",

@@ -272,6 +272,18 @@ def _rows(buf: io.StringIO, fmt: str, a: np.ndarray) -> None:
         buf.write(((fmt + "\n") * n) % tuple(flat[i * per:(i + n) * per]))
 
 
+def _unique_rows_2d(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, axis=0, return_inverse=True)`` for (N, 2) values on a 1e-7 grid, through one
+    int64 key per row (a 1-D sort: ten times faster than the row sort)."""
+    q = np.rint(a * 1e7).astype(np.int64)
+    q -= q.min(axis=0)
+    if q[:, 1].max(initial=0) >= 1 << 31 or q[:, 0].max(initial=0) >= 1 << 31:
+        uniq, inv = np.unique(a, axis=0, return_inverse=True)
+        return uniq, inv.ravel()
+    _, first, inv = np.unique((q[:, 0] << 31) | q[:, 1], return_index=True, return_inverse=True)
+    return a[first], inv.ravel()
+
+
 def format_obj(
     vertices_m: np.ndarray,
     faces: np.ndarray,
@@ -307,7 +319,7 @@ def format_obj(
         uv = np.asarray(corner_uvs, dtype=np.float64)
         if uv.shape != f.shape + (2,):
             raise ValueError(f"corner_uvs must be {f.shape + (2,)}, got {uv.shape}")
-        uniq, inv = np.unique(np.round(uv[valid], 7), axis=0, return_inverse=True)
+        uniq, inv = _unique_rows_2d(np.round(uv[valid], 7))
         _rows(buf, "vt %.7f %.7f", uniq)
         vt = np.full(f.shape, -1, dtype=np.int64)
         vt[valid] = inv.ravel()
@@ -338,8 +350,10 @@ def write_obj(
     texture: str | None = "texture.png",
     stem: str = "face",
     header: str = "",
+    normal_map: str | None = None,
 ) -> tuple[Path, Path | None]:
-    """Write ``<stem>.obj`` (and ``<stem>.mtl`` naming ``texture``) into ``folder``."""
+    """Write ``<stem>.obj`` (and ``<stem>.mtl`` naming ``texture`` and, as ``map_Bump``, the
+    tangent-space ``normal_map``: Blender's importer reads it as a normal map) into ``folder``."""
     folder = Path(folder)
     mtl = f"{stem}.mtl" if texture else None
     text = format_obj(vertices_m, faces, corner_uvs, mtl_file=mtl, header=header)
@@ -350,7 +364,7 @@ def write_obj(
         mtl_path = folder / mtl
         mtl_path.write_text(
             "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 10\nillum 1\n"
-            f"map_Kd {texture}\n",
+            f"map_Kd {texture}\n" + (f"map_Bump {normal_map}\n" if normal_map else ""),
             encoding="utf-8",
         )
     return obj_path, mtl_path

@@ -138,8 +138,9 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageInfo]:
     return rgb, info
 
 
-def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file."""
+def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 3) -> Path:
+    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file
+    (``compress_level``: zlib's 0-9; 1 is three times faster than 6 for a 20 % larger file)."""
     from PIL import Image
 
     out = Path(path)
@@ -147,5 +148,5 @@ def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3):
         raise ValueError(f"expected uint8/uint16 (H, W[, C]) array, got {a.dtype} {a.shape}")
     with atomic_file(out) as tmp:
-        Image.fromarray(a).save(tmp, format="PNG", compress_level=3)
+        Image.fromarray(a).save(tmp, format="PNG", compress_level=compress_level)
     return out

@@ -51,7 +51,8 @@ class PipelineOptions:
     replacing the default of that choice (``LANDMARK_PARAMS`` or ``RegistrationParams()``).
     ``head``: the writers (``batch.reconstruct_photo``) also build the full head with eyes and
     teeth (``core/head.py``) and write its files into the same result folder; ``arkit``: with
-    the ARKit shape keys.
+    the ARKit shape keys. ``face_index``: reconstruct that face of the photo (0: the largest; the
+    order of ``FaceDetector.detect`` with ``all_faces``) instead of the largest.
     """
 
     all_faces: bool = False
@@ -64,6 +65,7 @@ class PipelineOptions:
     registration: RegistrationParams | None = None
     head: bool = False
     arkit: bool = True
+    face_index: int = 0
 
 
 @dataclass
@@ -153,15 +155,23 @@ class Pipeline:
 
     def reconstruct(self, rgb: np.ndarray, options: PipelineOptions | None = None,
                     progress: ProgressFn | None = None, cancel: CancelFn = None) -> list[FaceReconstruction]:
-        """Reconstruct the largest face of ``rgb`` ((H, W, 3) uint8), or every face with
-        ``options.all_faces``. Raises NoFaceError, ReconstructionError or Cancelled."""
+        """Reconstruct the largest face of ``rgb`` ((H, W, 3) uint8), face ``options.face_index``,
+        or every face with ``options.all_faces``. Raises NoFaceError, ReconstructionError or
+        Cancelled."""
         opts = options or PipelineOptions()
         report = progress or (lambda f, s: None)
         report(0.0, "detect")
         t0 = time.perf_counter()
+        every = opts.all_faces or opts.face_index > 0
         with_notes = getattr(self.detector, "detect_with_notes", None)
-        faces, notes = (with_notes(rgb, all_faces=opts.all_faces) if with_notes is not None
-                        else (self.detector.detect(rgb, all_faces=opts.all_faces), []))
+        faces, notes = (with_notes(rgb, all_faces=every) if with_notes is not None
+                        else (self.detector.detect(rgb, all_faces=every), []))
+        if opts.face_index > 0 and not opts.all_faces:
+            n = len(faces)
+            if opts.face_index >= n:
+                raise ReconstructionError(f"face {opts.face_index} was chosen but the photo has {n} "
+                                          f"face{'s' if n != 1 else ''} (0 to {n - 1})")
+            faces = [faces[opts.face_index]]
         t_detect = time.perf_counter() - t0
         out = []
         for i, face in enumerate(faces):

@@ -7,13 +7,17 @@ integer + 0.5).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import scipy.sparse as sp
 from scipy import ndimage
 
 from .camera import CropCamera
 from .synth.raster import rasterize
 
-__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks"]
+__all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
+           "texel_weights", "TexelView"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -99,6 +103,14 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     tri_poly = np.concatenate([np.arange(len(poly)), np.flatnonzero(quad)])
     tri_corner = np.concatenate([np.tile([0, 1, 2], (len(poly), 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
     tri_vert = poly[tri_poly[:, None], tri_corner]
+    tri_vert.setflags(write=False)
+    # the raster depends on the UVs and the quad pattern only: layouts that share them (a mesh and
+    # its "one vertex per corner" copy) share it
+    raster_key = (hash(quad.tobytes()), key[2], size)
+    shared = _UV_CACHE.get(raster_key)
+    if shared is not None:
+        _UV_CACHE[key] = (tri_vert, shared[1], shared[2])
+        return _UV_CACHE[key]
     tri_uv = uvs[tri_poly[:, None], tri_corner].astype(np.float64)
     # a flat "camera" view of UV space (v = 1 at the top row, as images are stored)
     zc = 10.0
@@ -107,12 +119,96 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     p[:, 1] = (1.0 - tri_uv[..., 1].ravel()) * size - size / 2.0
     p[:, 2] = zc
     tid, bary, _ = rasterize(p, np.arange(len(p)).reshape(-1, 3), zc, size)
-    for a in (tri_vert, tid, bary):
+    for a in (tid, bary):
         a.setflags(write=False)
-    if len(_UV_CACHE) > 4:
+    if len(_UV_CACHE) > 8:
         _UV_CACHE.clear()
-    _UV_CACHE[key] = (tri_vert, tid, bary)
+    _UV_CACHE[key] = _UV_CACHE[raster_key] = (tri_vert, tid, bary)
     return tri_vert, tid, bary
+
+
+_WEIGHTS_CACHE: dict[tuple, tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = {}
+
+
+def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
+                  bleed: int = 2) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The UV raster of a layout as a linear map, cached per (layout, size, bleed).
+
+    Returns
+    -------
+    inside : (N,) flat indices of the texels inside the islands.
+    weights : (N, V) sparse, three barycentric weights per row: ``weights @ per_vertex`` is a
+        vertex field at those texels (V = the largest vertex id + 1).
+    grown, source : flat indices of the texels within ``bleed`` of an island and, for each, the
+        nearest inside texel (the bleed that keeps mip-maps free of seams).
+    """
+    poly = np.asarray(polygons, dtype=np.int64)
+    uvs = np.asarray(corner_uvs)
+    key = (poly.shape, hash(poly.tobytes()), hash(np.nan_to_num(uvs).tobytes()), size, bleed)
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    tri_vert, tid, bary = _uv_raster(poly, uvs, size)
+    inside_img = tid >= 0
+    inside = np.flatnonzero(inside_img.ravel())
+    tv = tri_vert[tid.ravel()[inside]]
+    n = len(inside)
+    w = sp.csr_matrix((bary.reshape(-1, 3)[inside].astype(np.float64).ravel(),
+                       (np.repeat(np.arange(n), 3), tv.ravel())), shape=(n, int(poly.max()) + 1))
+    grown = source = np.zeros(0, dtype=np.int64)
+    if bleed > 0 and n:
+        _, (ir, ic) = ndimage.distance_transform_edt(~inside_img, return_indices=True)
+        g = ndimage.binary_dilation(inside_img, iterations=bleed) & ~inside_img
+        grown = np.flatnonzero(g.ravel())
+        source = (ir * size + ic).ravel()[grown]
+    for a in (inside, grown, source):
+        a.setflags(write=False)
+    if len(_WEIGHTS_CACHE) > 4:
+        _WEIGHTS_CACHE.clear()
+    _WEIGHTS_CACHE[key] = (inside, w, grown, source)
+    return inside, w, grown, source
+
+
+@dataclass
+class TexelView:
+    """Where the camera sees each texel inside the UV islands (the N texels of ``inside``).
+
+    inside : (N,) flat texel indices.  points : (N, 3) label frame, mm.  crop_xy : (N, 2) crop
+    pixels.  image_xy : (N, 2) photo pixels.  seen : (N,) bool, inside the photo and passing the
+    depth test.  triangles : (T, 3) the layout's triangles (mesh vertex ids).  size : texture side.
+    """
+
+    inside: np.ndarray
+    points: np.ndarray
+    crop_xy: np.ndarray
+    image_xy: np.ndarray
+    seen: np.ndarray
+    triangles: np.ndarray
+    size: int
+
+
+def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+               image_size: tuple[int, int], size: int = 1024, depth_tolerance_mm: float = 3.0,
+               depth_crop: np.ndarray | None = None) -> TexelView:
+    """:class:`TexelView` of a mesh with the layout ``polygons``/``corner_uvs`` (see
+    :func:`bake_texture` for the parameters)."""
+    tri_vert, _, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    flat_inside, weights, _, _ = texel_weights(polygons, corner_uvs, size)
+    v = np.asarray(vertices, dtype=np.float64)
+    pts = weights @ v[: weights.shape[1]]
+    # visibility from the camera: depth test against a render of the mesh in the crop
+    vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
+    visibility_res = vis_depth.shape[0]
+    crop_xy = camera.project_crop(pts)
+    vis_xy = crop_xy * (visibility_res / camera.resolution)
+    cz = camera.to_camera(pts)[:, 2]
+    ci = np.clip(vis_xy.astype(np.int64), 0, visibility_res - 1)
+    in_crop = (vis_xy >= 0).all(1) & (vis_xy < visibility_res).all(1)
+    seen = in_crop & (cz <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
+    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
+    h, w = image_size
+    seen &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
+    return TexelView(flat_inside, pts, crop_xy, img_xy, seen, tri_vert, size)
 
 
 def bake_texture(
@@ -124,6 +220,7 @@ def bake_texture(
     size: int = 1024,
     depth_tolerance_mm: float = 3.0,
     depth_crop: np.ndarray | None = None,
+    view: TexelView | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Project the photo onto the template's UV layout.
 
@@ -135,6 +232,8 @@ def bake_texture(
     size : texture side in pixels.
     depth_crop : the mesh's depth over the crop (:func:`crop_depth`) for the visibility test;
         rendered from ``vertices`` when not given.
+    view : a :func:`texel_view` of the same mesh and photo (then the arguments above it are
+        not used again).
 
     Returns
     -------
@@ -142,40 +241,25 @@ def bake_texture(
         seen texel, texels outside every UV island stay mid grey.
     seen : (size, size) bool, texels the photo saw.
     """
-    tri_vert, tid, bary = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
-    inside = tid >= 0
-    t = tid[inside]
-    b = bary[inside].astype(np.float64)
-    v = np.asarray(vertices, dtype=np.float64)
-    tv = tri_vert[t]
-    pts = b[:, :1] * v[tv[:, 0]] + b[:, 1:2] * v[tv[:, 1]] + b[:, 2:3] * v[tv[:, 2]]
-
-    # visibility from the camera: depth test against a render of the mesh in the crop
-    vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
-    visibility_res = vis_depth.shape[0]
-    crop_xy = camera.project_crop(pts) * (visibility_res / camera.resolution)
-    cz = camera.to_camera(pts)[:, 2]
-    ci = np.clip(crop_xy.astype(np.int64), 0, visibility_res - 1)
-    in_crop = (crop_xy >= 0).all(1) & (crop_xy < visibility_res).all(1)
-    seen_pts = in_crop & (cz <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
-    img_xy = camera.project_image(pts)
-    h, w = photo.shape[:2]
-    seen_pts &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
-
-    tex = np.full((size, size, 3), 128, dtype=np.uint8)
-    seen = np.zeros((size, size), dtype=bool)
-    rows, cols = np.nonzero(inside)
-    colours = _bilinear(photo, img_xy[seen_pts])
-    tex[rows[seen_pts], cols[seen_pts]] = np.clip(colours + 0.5, 0, 255).astype(np.uint8)
-    seen[rows[seen_pts], cols[seen_pts]] = True
-    if seen.any():
+    if view is None:
+        view = texel_view(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), size,
+                          depth_tolerance_mm, depth_crop)
+    _, _, grown, source = texel_weights(polygons, corner_uvs, size, bleed=2)
+    tex = np.full((size * size, 3), 128, dtype=np.uint8)
+    seen = np.zeros(size * size, dtype=bool)
+    hit = view.inside[view.seen]
+    tex[hit] = np.clip(_bilinear(photo, view.image_xy[view.seen]) + 0.5, 0, 255).astype(np.uint8)
+    seen[hit] = True
+    tex = tex.reshape(size, size, 3)
+    seen = seen.reshape(size, size)
+    if hit.size:
         # unseen texels inside the islands: colour of the nearest seen texel
         _, (ir, ic) = ndimage.distance_transform_edt(~seen, return_indices=True)
-        fill = inside & ~seen
-        tex[fill] = tex[ir[fill], ic[fill]]
+        fill = view.inside[~view.seen]
+        flat = tex.reshape(-1, 3)
+        flat[fill] = flat[(ir * size + ic).ravel()[fill]]
         # a little bleed past island borders so that mip-mapping does not show grey seams
-        grown = ndimage.binary_dilation(inside, iterations=2) & ~inside
-        tex[grown] = tex[ir[grown], ic[grown]]
+        flat[grown] = flat[source]
     return tex, seen
 
 
@@ -185,12 +269,12 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
 
     Parameters
     ----------
-    values : (V,) float per mesh vertex.  polygons : (F, 3|4) int, -1 padded.
+    values : (V,) or (V, C) float per mesh vertex.  polygons : (F, 3|4) int, -1 padded.
     corner_uvs : (F, 3|4, 2) float.  size : image side.  bleed : texels grown past island borders.
 
     Returns
     -------
-    (size, size) float32, row 0 = v of 1 (top, as images are stored); texels outside every island
+    (size, size) or (size, size, C) float32, row 0 = v of 1 (top, as images are stored); texels outside every island
     (beyond ``bleed``) are 0.
     """
     poly = np.asarray(polygons, dtype=np.int64)
@@ -199,14 +283,9 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
         poly = np.concatenate([poly, np.full((len(poly), 1), -1)], axis=1)
         uvs = np.concatenate([uvs, np.full((len(uvs), 1, 2), np.nan)], axis=1)
     vals = np.asarray(values, dtype=np.float64)
-    tri_vert, tid, bary = _uv_raster(poly, uvs, size)
-    inside = tid >= 0
-    out = np.zeros((size, size), dtype=np.float32)
-    tv = tri_vert[tid[inside]]
-    b = bary[inside].astype(np.float64)
-    out[inside] = (b * vals[tv]).sum(axis=1)
-    if bleed > 0 and inside.any():
-        _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
-        grown = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
-        out[grown] = out[ir[grown], ic[grown]]
+    inside, w, grown, source = texel_weights(poly, uvs, size, bleed)
+    out = np.zeros((size * size,) + vals.shape[1:], dtype=np.float32)
+    out[inside] = w @ vals[: w.shape[1]]
+    out[grown] = out[source]
+    out = out.reshape((size, size) + vals.shape[1:])
     return out

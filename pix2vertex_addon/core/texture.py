@@ -1,0 +1,318 @@
+"""Texture clean-up and completion in UV space (no ``bpy``).
+
+The photo projected onto the template's UV layout (:func:`.projection.bake_texture`) carries
+whatever covered the face: hair over the forehead, glasses, a hand, the background past the
+silhouette, and stretched copies of the border where the camera did not see the skin. This
+module gives every texel a confidence and replaces the doubtful ones:
+
+1. **confidence** (:func:`texel_confidence`): seen by the camera (depth test, inside the photo),
+   facing it (a smooth ramp on the cosine between the surface normal and the view ray) and
+   inside the networks' face mask (which excludes hair, glasses, hands and background), the
+   mask eroded a little so that the border of an occluder does not bleed in;
+2. **completion** (:func:`complete_texture`): the texture is split, in log colour, into a
+   low-frequency *shading* layer (a confidence-weighted average on a coarse grid) and the
+   *detail* above it. The shading layer is filled over the doubtful texels by a screened
+   harmonic (Laplace) fill from the surrounding well-seen skin, so it joins the seen skin without
+   a seam whatever the photo's lighting; the detail layer is taken from the mirrored texel
+   (the template is left-right symmetric) where that one is well seen, else left out (smooth
+   skin). Where no skin at all borders a region (the back of a full head), the screening term
+   pulls the fill to the median seen skin colour, so unseen parts get a plausible uniform skin
+   rather than a smear.
+
+The same code works for any mesh with the template's UV layout (the face region, or a full head
+sharing its UVs): it needs only the mesh's vertices, polygons and per-corner UVs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import ndimage
+from scipy.sparse.linalg import spsolve
+
+from .camera import CropCamera
+from .geometry.laplacian import vertex_normals
+from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
+
+__all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
+           "mirror_texels", "texel_confidence"]
+
+COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading grid)
+KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
+BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
+
+
+@dataclass
+class TextureResult:
+    """texture : completed (S, S, 3) uint8.  raw : the plain projection.  confidence : (S, S)
+    float32 in [0, 1].  filled : (S, S) bool texels replaced (confidence below :data:`KNOWN`)."""
+
+    texture: np.ndarray
+    raw: np.ndarray
+    confidence: np.ndarray
+    filled: np.ndarray
+
+    @property
+    def filled_fraction(self) -> float:
+        return float(self.filled.mean())
+
+
+def _texel_points(polygons: np.ndarray, corner_uvs: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:
+    """Per-vertex values (V, C) interpolated at the texels inside the islands (N, C)."""
+    _, w, _, _ = texel_weights(polygons, corner_uvs, size)
+    return w @ np.asarray(values, dtype=np.float64)[: w.shape[1]]
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def texel_confidence(
+    camera: CropCamera,
+    vertices: np.ndarray,
+    polygons: np.ndarray,
+    corner_uvs: np.ndarray,
+    image_size: tuple[int, int],
+    mask: np.ndarray | None = None,
+    size: int = 1024,
+    depth_crop: np.ndarray | None = None,
+    depth_tolerance_mm: float = 3.0,
+    facing: tuple[float, float] = (0.15, 0.45),
+    mask_erode_px: int | None = None,
+    view: TexelView | None = None,
+) -> np.ndarray:
+    """(size, size) float32 confidence in [0, 1] of each texel's projected colour.
+
+    Parameters
+    ----------
+    vertices : (V, 3) label frame, mm.  polygons : (F, 4) int, -1 padded.  corner_uvs : (F, 4, 2).
+    image_size : (height, width) of the photo.
+    mask : (R, R) float, the networks' face-mask probability over the crop (None: not used).
+    facing : cosine range over which the confidence ramps from 0 to 1 (grazing texels are
+        stretched copies of few photo pixels).
+    mask_erode_px : the mask is eroded by this many crop pixels (occluder borders); default 1.2 %
+        of the crop side (3 pixels at 256).
+    view : the :func:`.projection.texel_view` of this mesh and photo, when already computed.
+    """
+    if view is None:
+        view = texel_view(camera, vertices, polygons, corner_uvs, image_size, size, depth_tolerance_mm, depth_crop)
+    v = np.asarray(vertices, dtype=np.float64)
+    nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, view.triangles))
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
+    cam = camera.to_camera(view.points)
+    to_cam = -cam / (np.linalg.norm(cam, axis=1, keepdims=True) + 1e-12)
+    cos = (nrm * to_cam).sum(axis=1)
+    if np.median(cos) < 0:  # the mesh's winding gives inward normals
+        cos = -cos
+    conf = _smoothstep(cos, *facing) * view.seen
+    if mask is not None:
+        m = _close_small_holes(np.asarray(mask, dtype=np.float32))
+        erode = max(1, round(0.012 * m.shape[0])) if mask_erode_px is None else mask_erode_px
+        if erode > 0:
+            m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
+        m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+        conf = conf * (_bilinear(m8, view.crop_xy)[:, 0] / 255.0)
+    out = np.zeros(size * size, dtype=np.float32)
+    out[view.inside] = conf
+    return out.reshape(size, size)
+
+
+def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02) -> np.ndarray:
+    """The mask with its small enclosed holes set to 1: the eyes and an open mouth are holes of
+    the face mask but their borders (lids, lips) are skin; occluders reach the mask's outline."""
+    inner = mask >= 0.5
+    holes = ndimage.binary_fill_holes(inner) & ~inner
+    if not holes.any():
+        return mask
+    lab, n = ndimage.label(holes)
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    small = area <= max_fraction * max(int(inner.sum()), 1)
+    small[0] = False
+    out = mask.copy()
+    out[small[lab]] = 1.0
+    return out
+
+
+_MIRROR_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int = 1024,
+                  max_mm: float = 3.0) -> np.ndarray:
+    """(size, size) int64: flat index of each texel's mirror image (x -> -x on the rest shape),
+    -1 outside the islands or where no texel lies within ``max_mm`` of the mirrored point.
+
+    rest_vertices : (V, 3) the template's rest shape in a frame whose x = 0 plane is its plane of
+    symmetry (the model frame), any unit; ``max_mm`` assumes millimetres. Cached per layout.
+    """
+    from scipy.spatial import cKDTree
+
+    poly = np.asarray(polygons, dtype=np.int64)
+    rv = np.asarray(rest_vertices, dtype=np.float64)
+    key = (poly.shape, hash(poly.tobytes()), hash(rv.tobytes()), size, max_mm)
+    hit = _MIRROR_CACHE.get(key)
+    if hit is not None:
+        return hit
+    flat, _, _, _ = texel_weights(poly, corner_uvs, size)
+    pts = _texel_points(poly, corner_uvs, size, rv)
+    mirrored = pts * np.array([-1.0, 1.0, 1.0])
+    dist, j = cKDTree(pts).query(mirrored, distance_upper_bound=max_mm, workers=-1)
+    out = np.full(size * size, -1, dtype=np.int64)
+    good = np.isfinite(dist)
+    out[flat[good]] = flat[j[good]]
+    out = out.reshape(size, size)
+    out.setflags(write=False)
+    if len(_MIRROR_CACHE) > 2:
+        _MIRROR_CACHE.clear()
+    _MIRROR_CACHE[key] = out
+    return out
+
+
+def _cells(a: np.ndarray, k: int) -> np.ndarray:
+    """Sum over k x k blocks of (S, S[, C]) (S divisible by k)."""
+    s = a.shape[0] // k
+    return a.reshape(s, k, s, k, *a.shape[2:]).sum(axis=(1, 3))
+
+
+def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, anchor: np.ndarray,
+                   screen: float = 1e-3) -> np.ndarray:
+    """Fill ``values`` (N, N, C) over ``domain & ~known`` by the harmonic interpolant of the known
+    cells (4-neighbour Laplacian inside ``domain``, free borders), with a weak pull of strength
+    ``screen`` towards ``anchor`` (C,) so that regions without known neighbours are defined."""
+    out = values.copy()
+    unknown = domain & ~known
+    n_u = int(unknown.sum())
+    if n_u == 0:
+        return out
+    idx = np.full(unknown.shape, -1, dtype=np.int64)
+    idx[unknown] = np.arange(n_u)
+    r, c = np.nonzero(unknown)
+    rows, cols = [], []
+    diag = np.full(n_u, screen)
+    rhs = np.tile(screen * anchor, (n_u, 1)).astype(np.float64)
+    n = unknown.shape[0]
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        rr, cc = r + dr, c + dc
+        ok = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < unknown.shape[1])
+        ok[ok] &= domain[rr[ok], cc[ok]]
+        diag += ok
+        i_ok = np.flatnonzero(ok)
+        nb_unknown = idx[rr[ok], cc[ok]]
+        u = nb_unknown >= 0
+        rows.append(i_ok[u])
+        cols.append(nb_unknown[u])
+        kn = ~u
+        rhs[i_ok[kn]] += values[rr[ok][kn], cc[ok][kn]]
+    off_r, off_c = np.concatenate(rows), np.concatenate(cols)
+    a = sp.csr_matrix((np.r_[diag, -np.ones(len(off_r))], (np.r_[np.arange(n_u), off_r], np.r_[np.arange(n_u), off_c])),
+                      shape=(n_u, n_u))
+    sol = spsolve(a.tocsc(), rhs)
+    out[unknown] = np.asarray(sol).reshape(n_u, -1)
+    return out
+
+
+def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray, mirror: np.ndarray | None,
+                     coarse: int = COARSE, bleed: int = 2,
+                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the low-confidence texels of ``raw`` (S, S, 3) uint8 (see the module notes).
+
+    inside : (S, S) bool texels inside the UV islands.  mirror : from :func:`mirror_texels` or None.
+    bleed_index : (grown, source) flat texel indices of the bleed past the islands
+        (:func:`.projection.texel_weights`), computed from ``inside`` and ``bleed`` when not given.
+    Returns (completed (S, S, 3) uint8, filled (S, S) bool).
+    """
+    s = raw.shape[0]
+    if s % coarse:
+        raise ValueError(f"texture side {s} is not a multiple of {coarse}")
+    conf = np.where(inside, np.clip(confidence, 0.0, 1.0), 0.0).astype(np.float32)
+    known = conf >= KNOWN
+    if not known.any():
+        return raw.copy(), inside.copy()
+    lg = np.log((raw.astype(np.float32) + np.float32(4.0)) / np.float32(259.0))
+    # shading layer: confidence-weighted cell means, filled where cells are not well seen
+    wsum = _cells(conf, coarse)
+    cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
+    cell_known = wsum / coarse**2 >= 0.4
+    cell_domain = _cells(inside.astype(np.float64), coarse) > 0
+    anchor = np.median(lg[known], axis=0)
+    base_c = _screened_fill(np.where(cell_known[..., None], cell_mean, 0.0), cell_known, cell_domain, anchor)
+    base_c = np.where(cell_domain[..., None], base_c, anchor)
+    import cv2
+
+    base_c = cv2.GaussianBlur(base_c.astype(np.float32), (0, 0), 1.0)
+    base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR)
+    detail = lg - base
+    fill_detail = np.zeros_like(detail)
+    if mirror is not None:
+        m = np.asarray(mirror).ravel()
+        cf, df = conf.ravel(), detail.reshape(-1, 3)
+        good = (m >= 0) & (cf[np.maximum(m, 0)] >= 0.8)
+        fill_detail.reshape(-1, 3)[good] = df[m[good]]
+    filled_lg = base + fill_detail
+    alpha = _smoothstep(conf, 0.2, 0.8)[..., None]
+    out_lg = filled_lg + alpha * (lg - filled_lg)
+    out = np.clip(np.exp(out_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
+    out[~inside] = raw[~inside]
+    if bleed_index is None and bleed > 0:
+        _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        g = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
+        bleed_index = (np.flatnonzero(g.ravel()), (ir * s + ic).ravel()[g.ravel()])
+    if bleed_index is not None:
+        flat = out.reshape(-1, 3)
+        flat[bleed_index[0]] = flat[bleed_index[1]]
+    return out, inside & ~known
+
+
+def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
+    """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
+    the face mask (its small holes closed); 0 outside the mask and the islands."""
+    closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
+    dist = ndimage.distance_transform_edt(closed).astype(np.float32)
+    r = dist.shape[0]
+    ij = np.clip(view.crop_xy.astype(np.int64), 0, r - 1)
+    out = np.zeros(view.size * view.size, dtype=np.float32)
+    out[view.inside] = dist[ij[:, 1], ij[:, 0]]
+    return out.reshape(view.size, view.size)
+
+
+def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
+                         k: float = 3.0) -> np.ndarray:
+    """(S, S) weight in [0, 1] that removes, within ``near_px`` of the mask's outline, texels whose
+    colour is far (more than ``k`` robust deviations, in log colour) from the well-seen skin: the
+    fringe of hair, a hat's brim or a collar the mask let through. Away from the outline (eyes,
+    brows, lips) every colour is kept."""
+    lg = np.log((raw.astype(np.float64) + 4.0) / 259.0)
+    good = (confidence >= 0.8) & (border > near_px)
+    if good.sum() < 100:
+        return np.ones(confidence.shape, dtype=np.float32)
+    med = np.median(lg[good], axis=0)
+    mad = 1.4826 * np.median(np.abs(lg[good] - med), axis=0) + 0.02
+    z = (np.abs(lg - med) / mad).max(axis=-1)
+    outlier = 1.0 - _smoothstep(z, k, 1.5 * k)
+    near = 1.0 - _smoothstep(border, 0.5 * near_px, near_px)
+    return (1.0 - near * (1.0 - outlier)).astype(np.float32)
+
+
+def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, rest_vertices: np.ndarray,
+                  polygons: np.ndarray, corner_uvs: np.ndarray, mask: np.ndarray | None = None, size: int = 1024,
+                  depth_crop: np.ndarray | None = None) -> TextureResult:
+    """Project the photo (:func:`.projection.bake_texture`), score each texel and complete it.
+
+    vertices : (V, 3) the registered mesh, label frame mm.  rest_vertices : (V, 3) the template's
+    symmetric rest shape (model frame, mm) for the mirror look-up.  mask : the networks' mask.
+    """
+    view = texel_view(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), size,
+                      depth_crop=depth_crop)
+    raw, _ = bake_texture(photo, camera, vertices, polygons, corner_uvs, size=size, view=view)
+    conf = texel_confidence(camera, vertices, polygons, corner_uvs, (photo.shape[0], photo.shape[1]), mask=mask,
+                            size=size, view=view)
+    flat_inside, _, grown, source = texel_weights(polygons, corner_uvs, size)
+    inside = np.zeros(size * size, dtype=bool)
+    inside[flat_inside] = True
+    if mask is not None:
+        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution)
+    mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
+    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source))
+    return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
