@@ -113,16 +113,21 @@ def test_material_has_normal_map_and_raw_texture(empty_scene, oracle, two_image_
     assert nmap.inputs["Strength"].default_value == pytest.approx(s.detail_strength)
 
 
-def _round_trip(addon: str, export, reimport, photo, tmp_path):
-    """Reconstruct onto a new template, export it with ``export(path)`` (Fine Detail off: the
-    documented export setting), re-import it into an empty scene; returns (shape keys before,
-    the imported mesh object, its Principled BSDF)."""
+def _round_trip(addon: str, export, reimport, photo, tmp_path, build: str = "FACE"):
+    """Reconstruct onto a new template (``build``: FACE exports the warped template, HEAD the
+    full head), export it with ``export(path)`` (Fine Detail off: the documented export setting),
+    re-import it into an empty scene; returns (shape keys before, the imported mesh object, its
+    normal-map node)."""
     import bpy
 
     blender_module("addon_utils").enable(addon, default_set=False)
     obj = _add_template()
+    bpy.context.scene.p2v.build = build
     _reconstruct(obj, photo, tmp_path / "r")
     bpy.context.scene.p2v.use_detail = False
+    key = "p2v Reconstruction"
+    if build == "HEAD":
+        obj, key = next(o for o in bpy.data.objects if o.name.startswith("p2v Head")), "Photo expression"
     n_keys = len(obj.data.shape_keys.key_blocks)
     bpy.ops.object.select_all(action="DESELECT")
     obj.select_set(True)
@@ -132,8 +137,8 @@ def _round_trip(addon: str, export, reimport, photo, tmp_path):
     meshes = [o for o in bpy.context.scene.objects if o.type == "MESH"]
     assert len(meshes) == 1
     got = meshes[0]
-    assert "p2v Reconstruction" in got.data.shape_keys.key_blocks
-    bsdf = next(n for n in got.active_material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    assert key in got.data.shape_keys.key_blocks
+    bsdf = next(n for n in got.data.materials[0].node_tree.nodes if n.type == "BSDF_PRINCIPLED")
     base = bsdf.inputs["Base Color"].links[0].from_node
     assert base.type == "TEX_IMAGE" and base.image.size[0] == 1024
     normal = bsdf.inputs["Normal"].links[0].from_node
@@ -141,7 +146,9 @@ def _round_trip(addon: str, export, reimport, photo, tmp_path):
     return n_keys, got, normal
 
 
-def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("build", ["FACE", "HEAD"])
+def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, oracle, two_image_pngs, tmp_path,  # noqa: F811
+                                                                build):
     import bpy
 
     out = str(tmp_path / "face.glb")
@@ -149,12 +156,13 @@ def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, ora
         "io_scene_gltf2",
         lambda: bpy.ops.export_scene.gltf(filepath=out, export_format="GLB", use_selection=True, export_apply=False,
                                           export_morph=True, export_tangents=True) and out,
-        lambda p: bpy.ops.import_scene.gltf(filepath=p), two_image_pngs[0], tmp_path)
+        lambda p: bpy.ops.import_scene.gltf(filepath=p), two_image_pngs[0], tmp_path, build)
     assert len(got.data.shape_keys.key_blocks) == n_keys
     assert normal.inputs["Strength"].default_value == pytest.approx(1.0)
 
 
-def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("build", ["FACE", "HEAD"])
+def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_image_pngs, tmp_path, build):  # noqa: F811
     import bpy
 
     out = str(tmp_path / "face.fbx")
@@ -162,7 +170,7 @@ def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_im
         "io_scene_fbx",
         lambda: bpy.ops.export_scene.fbx(filepath=out, use_selection=True, use_mesh_modifiers=False, path_mode="COPY",
                                          embed_textures=True) and out,
-        lambda p: bpy.ops.import_scene.fbx(filepath=p), two_image_pngs[0], tmp_path)
+        lambda p: bpy.ops.import_scene.fbx(filepath=p), two_image_pngs[0], tmp_path, build)
 
 
 def test_find_faces_shows_the_overlay_and_a_missing_face_is_a_clear_error(empty_scene, oracle, two_image_pngs,  # noqa: F811

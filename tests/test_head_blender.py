@@ -78,8 +78,13 @@ def test_reconstruct_builds_a_rigged_head(head_scene, face_model):
     template = scene.p2v.template
     assert template.hide_render and template.hide_get(), "the face-only template is hidden"
     assert len(head.data.vertices) == face_model.regions["eyeball_right"][1]
-    mats = [m.name.split(" ")[1].lower() for m in head.data.materials]
-    assert mats == list(HEAD_MATERIALS)
+    mats = [m.name.split(" ")[1].lower() for m in head.data.materials[1:]]
+    assert mats == list(HEAD_MATERIALS[1:])
+    face = head.data.materials[0]  # a copy of the template's photo material, normal map always on
+    assert face.name.startswith("p2v Head Face") and face is not template.active_material
+    images = {n.image for n in face.node_tree.nodes if n.type == "TEX_IMAGE"}
+    assert images == {n.image for n in template.active_material.node_tree.nodes if n.type == "TEX_IMAGE"}
+    assert not face.node_tree.nodes[apply.NORMAL_NODE].mute
     used = np.zeros(len(head.data.polygons), np.int32)
     head.data.polygons.foreach_get("material_index", used)
     assert set(np.unique(used)) == set(range(len(HEAD_MATERIALS))), "eyes, iris, teeth... all present"

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pix2vertex_addon.core.geometry import subdivide_corner_uvs
 from pix2vertex_addon.core.normal_map import (
     bake_normal_map,
     corner_tangents,
     decode_normal,
     tangent_space_normals,
 )
-from pix2vertex_addon.core.pipeline import subdivide_corner_uvs
 from pix2vertex_addon.core.projection import bake_texture
 from pix2vertex_addon.core.texture import clean_texture, complete_texture, texel_confidence
 

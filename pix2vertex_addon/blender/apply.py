@@ -193,6 +193,14 @@ def update_detail_modifiers(obj: bpy.types.Object, enabled: bool, strength: floa
     node = mat.node_tree.nodes.get(NORMAL_NODE) if mat is not None and mat.node_tree else None
     if node is not None:
         node.inputs["Strength"].default_value = 0.0 if enabled and disp is not None else strength
+    # a full head made from this template has no modifier stack: its normal map is always on
+    from .head import HEAD_OF_PROP
+
+    for head in (o for o in bpy.data.objects if o.get(HEAD_OF_PROP) == obj.name and o.data.materials):
+        hmat = head.data.materials[0]
+        hnode = hmat.node_tree.nodes.get(NORMAL_NODE) if hmat is not None and hmat.node_tree else None
+        if hnode is not None:
+            hnode.inputs["Strength"].default_value = strength
 
 
 def apply_reconstruction(context: bpy.types.Context, obj: bpy.types.Object, rec, template, result_dir: Path,

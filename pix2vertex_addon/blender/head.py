@@ -31,9 +31,19 @@ def _plain_material(name: str, color: tuple[float, float, float], roughness: flo
 
 
 def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_png: Path | None,
-                    like: bpy.types.Object | None = None) -> bpy.types.Object:
+                    like: bpy.types.Object | None = None,
+                    face_material: bpy.types.Material | None = None) -> bpy.types.Object:
     """A new object for ``head`` (placed like ``like``, normally the warped template); a head
-    made earlier from the same template is replaced."""
+    made earlier from the same template is replaced.
+
+    face_material : the template's photo material (texture, normal map, raw texture): the head's
+        face part gets a copy of it with the normal map always on (the head has no Displace
+        stack), sharing its images. Without it, ``texture_png`` makes a plain textured material.
+    With ``like``, every datablock made here is owned by ``like``'s reconstruction
+    (``naming.claim``), so a re-run replaces it instead of leaving ``.001`` copies."""
+    from . import naming
+    from .apply import NORMAL_NODE
+
     if like is not None:
         for old in [o for o in bpy.data.objects if o.get(HEAD_OF_PROP) == like.name]:
             mesh_old = old.data
@@ -48,17 +58,30 @@ def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_p
     if like is not None:
         obj.matrix_world = like.matrix_world.copy()
     tex_rgb = None
+    made: list = [obj, mesh]
     if texture_png is not None and Path(texture_png).is_file():
-        set_texture_material(obj, Path(texture_png), name)
         from PIL import Image
 
         with Image.open(texture_png) as im:
             tex_rgb = np.asarray(im.convert("RGB"))
+    if face_material is not None:
+        mat = face_material.copy()
+        mat.name = f"p2v Head Face {name}"
+        node = mat.node_tree.nodes.get(NORMAL_NODE) if mat.node_tree else None
+        if node is not None:
+            node.mute = False
+        mesh.materials.append(mat)
+        made.append(mat)
+    elif tex_rgb is not None:
+        made.append(set_texture_material(obj, Path(texture_png), f"Head {name}"))
+        made += [n.image for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE"]
     else:
-        mesh.materials.append(_plain_material(f"p2v face {name}", (0.6, 0.45, 0.4), 0.55))
+        mesh.materials.append(_plain_material(f"p2v Head Face {name}", (0.6, 0.45, 0.4), 0.55))
+        made.append(mesh.materials[0])
     colors = material_colors(tex_rgb)
     for part in HEAD_MATERIALS[1:]:
         mesh.materials.append(_plain_material(f"p2v {part} {name}", colors[part], ROUGHNESS.get(part, 0.55)))
+        made.append(mesh.materials[-1])
     mesh.polygons.foreach_set("material_index", head.material.astype(np.int32))
     obj.shape_key_add(name="Basis", from_mix=False)
     for key_name, delta in head.shape_keys.items():
@@ -70,6 +93,7 @@ def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_p
     obj[HEAD_PROP] = name
     if like is not None:
         obj[HEAD_OF_PROP] = like.name
+        naming.claim(like, made)
     return obj
 
 

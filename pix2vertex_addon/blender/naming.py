@@ -42,7 +42,8 @@ def object_uid(obj: bpy.types.Object) -> str:
 def datablock_names(name: str) -> list[str]:
     """The names a reconstruction called ``name`` gives its datablocks (see ``apply.py``)."""
     return [name] + [f"p2v {kind} {name}" for kind in
-                     ("Face", "Texture", "Texture Raw", "Normal", "Depth", "Correspondence", "Detail", "Target")]
+                     ("Face", "Texture", "Texture Raw", "Normal", "Depth", "Correspondence", "Detail", "Target",
+                      "Head", "Head Face")]
 
 
 def _free_for(names: Iterable[str], obj: bpy.types.Object, uid: str) -> bool:

@@ -148,7 +148,7 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
     """Apply a finished job's result on the main thread; report errors; return operator state."""
     from ..core.pipeline import Cancelled
     from . import scratch
-    from .apply import apply_reconstruction
+    from .apply import apply_reconstruction, update_detail_modifiers
 
     settings = context.scene.p2v
     settings.running = False
@@ -172,8 +172,10 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
     if head is not None:
         from .head import add_head_object, hide_face_only
 
-        made["head"] = add_head_object(context, head, info["name"], folder / "texture.png", like=obj).name
+        made["head"] = add_head_object(context, head, info["name"], folder / "texture.png", like=obj,
+                                       face_material=obj.active_material).name
         hide_face_only(obj)
+        update_detail_modifiers(obj, settings.use_detail, settings.detail_strength)  # the head's normal map
     where = f"results in {folder}"
     if scratch.is_scratch(folder):  # no Results folder set: the textures are packed, nothing else is kept
         shutil.rmtree(folder, ignore_errors=True)
