@@ -81,7 +81,7 @@ def _networks_backend() -> str | None:
 
     if has_module("onnxruntime") and onnx_path(default_weights_dir()).is_file():
         return "onnx"
-    if has_module("torch") and has_module("safetensors"):
+    if has_module("torch") and has_module("safetensors") and any(default_weights_dir().glob("*.safetensors")):
         return "torch"
     return None
 

@@ -36,9 +36,12 @@ DEFAULT_SCALES = ()
 BACKENDS = ("torch", "onnx")
 
 
-def default_backend() -> str:
-    """torch where it is installed (development), else onnxruntime (the extension in Blender)."""
-    return "torch" if importlib.util.find_spec("torch") is not None else "onnx"
+def default_backend(weights_dir=None) -> str:
+    """torch where it is installed and the folder has the torch weights (development), else
+    onnxruntime (the extension zip, which ships only the ONNX export)."""
+    wd = Path(weights_dir) if weights_dir else default_weights_dir()
+    has_weights = any(wd.glob("*.safetensors")) or not (wd / "predictor.onnx").is_file()
+    return "torch" if has_weights and importlib.util.find_spec("torch") is not None else "onnx"
 
 
 def default_weights_dir() -> Path:
@@ -125,7 +128,7 @@ class Predictor:
         self.scales = tuple(float(s) for s in scales)
         if any(not 0.7 <= s <= 1.4 for s in self.scales):
             raise ValueError(f"scales must be magnifications near 1 (0.7 to 1.4), got {scales}")
-        self.backend = backend or default_backend()
+        self.backend = backend or default_backend(self.weights_dir)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         a = self.config["architecture"]
@@ -298,7 +301,7 @@ def get_predictor(
         bool(flip_average),
         tuple(float(a) for a in rotations),
         tuple(float(s) for s in scales),
-        backend or default_backend(),
+        backend or default_backend(weights_dir),
     )
     with _CACHE_LOCK:
         if key not in _CACHE:
