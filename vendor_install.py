@@ -105,10 +105,11 @@ def run(cmd: list[str], dry_run: bool = False) -> None:
     log("$ " + " ".join(cmd))
     if dry_run:
         return
-    r = subprocess.run(cmd, cwd=tempfile.gettempdir(), capture_output=True, text=True)
+    # pip's progress goes to the terminal; its warnings and errors are read for the one-line message
+    r = subprocess.run(cmd, cwd=tempfile.gettempdir(), stderr=subprocess.PIPE, text=True)
     if r.returncode == 0:
         return
-    text = r.stdout + r.stderr
+    text = r.stderr
     if any(w in text for w in _OFFLINE):
         raise SetupError("cannot reach the package registry (or it lacks a pinned file); connect to the "
                          "network and run this again (nothing was changed)", code=3)

@@ -7,12 +7,8 @@ Also: the Windows and macOS zips build, validate and carry their platform's whee
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -25,6 +21,7 @@ from photos import photo_paths
 pytestmark = pytest.mark.slow
 
 sys.path.insert(0, str(REPO / "scripts"))
+import bench_extension  # noqa: E402
 import build_extension  # noqa: E402
 
 sys.path.pop(0)
@@ -35,60 +32,6 @@ sys.path.pop(0)
 VERTEX_TOL_M = 1e-3
 VERTEX_MEAN_TOL_M = 1e-4
 
-_IN_BLENDER = r"""
-import importlib.util, json, sys, time
-from pathlib import Path
-import numpy as np
-import bpy
-zip_path, photo, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-res = {"has_torch": importlib.util.find_spec("torch") is not None,
-       "has_scipy": importlib.util.find_spec("scipy") is not None}
-bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
-mod = "bl_ext.user_default.pix2vertex"
-res["enabled"] = mod in bpy.context.preferences.addons
-deps = sys.modules[mod + ".pix2vertex_addon.blender.deps"]
-res["status"] = [[t, ok] for t, ok, _ in deps.status_lines(bpy.context)]
-res["blocking"] = deps.blocking_reason(bpy.context)
-res["poll"] = bpy.ops.p2v.reconstruct.poll()
-res["add_template"] = sorted(bpy.ops.p2v.add_template())
-s = bpy.context.scene.p2v
-s.image_path = photo
-s.output_dir = str(out / "results")
-bpy.context.preferences.addons[mod].preferences.threads = 2
-times = []
-for _ in range(2):
-    t = time.perf_counter()
-    res["reconstruct"] = sorted(bpy.ops.p2v.reconstruct())
-    times.append(time.perf_counter() - t)
-res["times"] = times
-key = s.template.data.shape_keys.key_blocks["p2v Reconstruction"]
-co = np.empty(len(key.data) * 3, np.float32)
-key.data.foreach_get("co", co)
-np.save(out / "co.npy", co.reshape(-1, 3))
-res["modules"] = sorted({m.split(".")[0] for m in sys.modules})
-print("RESULT" + json.dumps(res))
-"""
-
-
-def _clean_python(root: Path) -> Path:
-    """A venv whose site-packages holds only bpy and numpy (linked from this one)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    site = Path(sysconfig.get_paths()["purelib"])
-    target = next((root / "lib").glob("python3*/site-packages"))
-    for name in ("bpy", "bpy-5.0.1.dist-info", "numpy", "numpy.libs", "numpy-1.26.4.dist-info"):
-        if (site / name).exists():
-            os.symlink(site / name, target / name)
-    return root / "bin" / "python"
-
-
-def _offline(cmd: list[str]) -> tuple[list[str], str]:
-    """The command in a network namespace without interfaces where the machine allows one."""
-    unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
-        return [unshare, "-n", *cmd], "network namespace"
-    return cmd, "proxy variables pointing at a closed port"
-
-
 @pytest.fixture(scope="module")
 def linux_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
@@ -96,15 +39,7 @@ def linux_zip(tmp_path_factory) -> Path:
 
 
 def test_linux_zip_installs_offline_without_torch_and_reconstructs(linux_zip, tmp_path):
-    py = _clean_python(tmp_path / "venv")
-    cmd, how = _offline([str(py), "-c", _IN_BLENDER, str(linux_zip), str(photo_paths()["astronaut"]), str(tmp_path)])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("P2V_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), PYTHONNOUSERSITE="1")
-    env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")]
-    assert r.returncode == 0 and lines, f"({how})\n" + r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads(lines[-1][len("RESULT"):])
+    res, how = bench_extension.install_and_reconstruct(linux_zip, photo_paths()["astronaut"], tmp_path)
     assert not res["has_torch"] and not res["has_scipy"], "the clean Python has only bpy and numpy"
     assert res["enabled"] and res["poll"] and res["blocking"] is None, res
     assert all(ok for _, ok in res["status"]), res["status"]
