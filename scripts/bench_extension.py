@@ -65,6 +65,10 @@ co = np.empty(len(key.data) * 3, np.float32)
 key.data.foreach_get("co", co)
 np.save(out / "co.npy", co.reshape(-1, 3))
 res["modules"] = sorted({m.split(".")[0] for m in sys.modules})
+import threading
+for t in threading.enumerate():
+    if t.name == "p2v-bytecode":  # the add-on's bytecode cache for the next session
+        t.join()
 print("RESULT" + json.dumps(res))
 """
 
