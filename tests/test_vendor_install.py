@@ -105,3 +105,18 @@ def test_missing_face_model_is_a_clear_error(tmp_path):
         pytest.skip("the development environment is not set up")
     assert r.returncode == 2
     assert str(missing) in r.stdout and "--face-model" in r.stdout
+
+
+@pytest.mark.slow
+def test_blender_mode_second_run_installs_nothing(tmp_path):
+    """torch for Blender: the first run installs the locked files into the target, the second
+    finds them and runs no pip."""
+    cmd = [sys.executable, str(REPO / "vendor_install.py"), "--blender-python", sys.executable,
+           "--target", str(tmp_path / "mods")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert (tmp_path / "mods" / "torch").is_dir() and (tmp_path / "mods" / "safetensors").is_dir()
+    assert not (tmp_path / "mods" / "numpy").exists(), "Blender's own numpy stays in force"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "up to date; nothing to install" in second.stdout and "pip" not in second.stdout.split("up to date")[0]
