@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Set up pix2vertex for development or for a Blender installation.
+"""Set up pix2vertex for development, or torch for Blender.
 
 Development (any Python 3.11)::
 
     python3 vendor_install.py                 # .venv/ with the exact pins below (idempotent)
 
-Blender users (torch and scipy go into the extension's own folder, not the system Python)::
+Every package is installed from ``locks/dev-<platform>.txt`` (each with its sha256, no dependency
+resolution; ``--lock`` rewrites it from the pins below). pip runs isolated (``-I``) from a
+temporary folder, so nothing in the folder this starts in is run. A second run with unchanged
+pins does nothing; a registry that cannot be reached is one line and exit code 3.
+
+The extension zip needs none of this (its wheels are bundled). Developers who want torch inside
+Blender (the networks' own runtime instead of ONNX Runtime)::
 
     blender -b -P vendor_install.py                          # run by Blender itself
     python3 vendor_install.py --blender-python /path/to/blender/5.0/python/bin/python3.11
 
-Both also locate the ICT-FaceKit face model: ``--face-model PATH``, else ``$P2V_FACE_MODEL``, else
-``../shared/face-model/ict_facekit.npz`` next to this repository, and check that it loads.
+installs torch (the CPU build on Linux) and safetensors into Blender's user ``scripts/modules``,
+which Blender itself puts on ``sys.path``.
+
+Both check that the face model loads: ``--face-model PATH``, else ``$P2V_FACE_MODEL``, else the
+pack shipped in ``pix2vertex_addon/face_model_pack``.
 """
 
 from __future__ import annotations
@@ -21,21 +30,23 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 STAMP = VENV / ".p2v-requirements.sha256"
-EXTENSION_ID = "pix2vertex"
 BLENDER_VERSION = "5.0"
 
-# Packages the add-on needs at run time inside Blender (Blender bundles numpy itself).
+LOCKS = REPO / "locks"
+# Packages the add-on needs at run time (Blender bundles numpy itself; the extension zip bundles
+# the rest as wheels: scripts/build_extension.py).
 RUNTIME = [
-    "torch==2.13.0",  # the CPU build; it lies on the development machines' disk
+    "torch==2.13.0",  # the CPU build (+cpu on Linux: TORCH_LOCAL); it lies on the development machines' disk
+    "onnxruntime==1.23.2",  # the networks' runtime in the extension
     "scipy==1.17.1",
     "safetensors==0.8.0",  # network weights without pickle
     "pillow==13.0.0",  # image reading: EXIF, CMYK, 16-bit, PNG/JPEG writing
@@ -64,7 +75,16 @@ DEVELOPMENT = [
     "ruff==0.17.6",
     "mypy==2.4.1",
     "fake-bpy-module-5-0==20260730",
+    "onnx==1.17.0",  # exporting the networks (core/ensemble.py); 1.17 keeps protobuf 4 and numpy 1
 ]
+# torch's local version on Linux: the CPU build, never the CUDA one (about 900 MB more).
+TORCH_LOCAL = "+cpu" if sys.platform.startswith("linux") else ""
+# What --blender-python installs (with their dependencies, from the lock) for torch in Blender.
+BLENDER_TORCH = ["torch", "safetensors"]
+# pip's words for a registry it cannot reach
+_OFFLINE = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
+            "Network is unreachable", "Could not fetch URL", "ProxyError", "ConnectTimeout", "Max retries exceeded",
+            "No matching distribution found", "Could not find a version that satisfies")
 IMPORT_CHECK = ["bpy", "torch", "numpy", "scipy", "safetensors", "PIL", "tqdm", "pytest", "mediapipe", "cv2", "skimage"]
 
 
@@ -72,10 +92,80 @@ def log(msg: str) -> None:
     print(f"[vendor_install] {msg}", flush=True)
 
 
+class SetupError(Exception):
+    """A step failed: the message is the one line to show; ``code`` the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
 def run(cmd: list[str], dry_run: bool = False) -> None:
+    """Run ``cmd`` from a temporary folder (never this one); pip's failure as one line."""
     log("$ " + " ".join(cmd))
-    if not dry_run:
-        subprocess.run(cmd, check=True)
+    if dry_run:
+        return
+    # pip's progress goes to the terminal; its warnings and errors are read for the one-line message
+    r = subprocess.run(cmd, cwd=tempfile.gettempdir(), stderr=subprocess.PIPE, text=True)
+    if r.returncode == 0:
+        return
+    text = r.stderr
+    if any(w in text for w in _OFFLINE):
+        raise SetupError("cannot reach the package registry (or it lacks a pinned file); connect to the "
+                         "network and run this again (nothing was changed)", code=3)
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+    raise SetupError(f"{cmd[0]} {' '.join(cmd[1:4])} failed: {last[0].strip()}")
+
+
+def pip(python: Path | str) -> list[str]:
+    """pip of ``python`` in isolated mode: no code, environment or configuration from here."""
+    return [str(python), "-I", "-m", "pip", "--disable-pip-version-check", "--no-input"]
+
+
+def platform_tag() -> str:
+    machine = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(platform.machine().lower(), platform.machine().lower())
+    system = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux")
+    return f"{system}-{machine}"
+
+
+def lock_file() -> Path:
+    return LOCKS / f"dev-{platform_tag()}.txt"
+
+
+def top_level_pins() -> list[str]:
+    return [f"torch==2.13.0{TORCH_LOCAL}" if r == "torch==2.13.0" else r for r in RUNTIME + DEVELOPMENT]
+
+
+def write_lock(python: Path) -> Path:
+    """Resolve the pins (pip --dry-run --report) and write every package with its sha256."""
+    with tempfile.TemporaryDirectory() as tmp:
+        items = []
+        for extra, reqs in ((["--no-deps"], NO_DEPS), ([], top_level_pins())):
+            report = Path(tmp) / "report.json"
+            run([*pip(python), "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+                 *extra, *reqs])
+            items += json.loads(report.read_text())["install"]
+    lines = {}
+    for it in items:
+        name, version = it["metadata"]["name"].lower().replace("_", "-"), it["metadata"]["version"]
+        digest = it["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256")
+        if not digest:
+            raise SetupError(f"no sha256 for {name} {version} in pip's report")
+        lines[name] = f"{name}=={version} --hash=sha256:{digest}"
+    LOCKS.mkdir(exist_ok=True)
+    out = lock_file()
+    out.write_text(f"# Every package of .venv on {platform_tag()} with its sha256 (vendor_install.py --lock)\n"
+                   + "\n".join(sorted(lines.values())) + "\n")
+    log(f"wrote {out.relative_to(REPO)} ({len(lines)} packages)")
+    return out
+
+
+def lock_lines(names: list[str] | None = None) -> list[str]:
+    """Requirement lines of the lock (all, or ``names`` and nothing else)."""
+    lines = [ln for ln in lock_file().read_text().splitlines() if ln and not ln.startswith("#")]
+    if names is None:
+        return lines
+    return [ln for ln in lines if ln.split("==")[0] in names]
 
 
 def venv_python(venv: Path = VENV) -> Path:
@@ -83,7 +173,8 @@ def venv_python(venv: Path = VENV) -> Path:
 
 
 def requirements_digest() -> str:
-    text = "\n".join(RUNTIME + NO_DEPS + DEVELOPMENT + [platform.python_version()])
+    lock = lock_file().read_text() if lock_file().is_file() else ""
+    text = "\n".join(RUNTIME + NO_DEPS + DEVELOPMENT + [platform.python_version(), lock])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -100,7 +191,7 @@ def resolve_face_model(arg: str | None) -> Path:
     env = os.environ.get("P2V_FACE_MODEL")
     if env:
         return Path(env).expanduser().resolve()
-    return (REPO.parent / "shared" / "face-model" / "ict_facekit.npz").resolve()
+    return REPO / "pix2vertex_addon" / "face_model_pack"
 
 
 def check_face_model(path: Path, python: Path | None) -> bool:
@@ -113,7 +204,8 @@ def check_face_model(path: Path, python: Path | None) -> bool:
         "print(f'{m.template.n_vertices} template vertices')"
     )
     exe = str(python) if python else sys.executable
-    r = subprocess.run([exe, "-c", code, str(REPO), str(path)], capture_output=True, text=True)
+    r = subprocess.run([exe, "-I", "-c", code, str(REPO), str(path)], capture_output=True, text=True,
+                       cwd=tempfile.gettempdir())
     if r.returncode == 0:
         log(f"face model OK: {path} ({r.stdout.strip()})")
         return True
@@ -137,18 +229,25 @@ def setup_venv(force: bool, dry_run: bool) -> Path:
         log(f"{VENV} is up to date (pins unchanged); nothing to install")
         return py
     if not py.exists():
-        run([sys.executable, "-m", "venv", str(VENV)], dry_run)
+        run([sys.executable, "-I", "-m", "venv", str(VENV)], dry_run)
     else:
         log(f"updating {VENV}")
-    # torch first, with its exact pin, so that nothing drags in another (CUDA) build.
-    run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "torch==2.13.0"], dry_run)
-    run([str(py), "-m", "pip", "install", "--disable-pip-version-check", *RUNTIME, *DEVELOPMENT], dry_run)
-    run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *NO_DEPS], dry_run)
+    if lock_file().is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            req = Path(tmp) / "requirements.txt"
+            req.write_text("\n".join(lock_lines()) + "\n")
+            # exactly the lock: every file hash-checked, nothing resolved beyond it
+            run([*pip(py), "install", "--require-hashes", "--no-deps", "-r", str(req)], dry_run)
+    else:
+        log(f"warning: no {lock_file().relative_to(REPO)} for this platform; installing the pins without hashes")
+        run([*pip(py), "install", f"torch==2.13.0{TORCH_LOCAL}"], dry_run)
+        run([*pip(py), "install", *top_level_pins()], dry_run)
+        run([*pip(py), "install", "--no-deps", *NO_DEPS], dry_run)
     if not dry_run:
         if not imports_ok(py, IMPORT_CHECK):
-            raise SystemExit("[vendor_install] packages installed but do not import; see the pip output above")
+            raise SetupError("packages installed but do not import; run again with --force")
         STAMP.write_text(digest + "\n")
-        log(f"installed {len(RUNTIME) + len(NO_DEPS) + len(DEVELOPMENT)} pinned packages into {VENV}")
+        log(f"installed the {len(lock_lines()) if lock_file().is_file() else 'top-level'} pinned packages into {VENV}")
     return py
 
 
@@ -167,54 +266,58 @@ def blender_user_dir(version: str = BLENDER_VERSION) -> Path:
     return base / "blender" / version
 
 
-def extension_user_dir(repo: str, version: str) -> Path:
-    """Where ``bpy.utils.extension_path_user('bl_ext.<repo>.pix2vertex')`` points."""
-    try:
-        import bpy  # noqa: F401  (only present when Blender runs this script)
-    except ImportError:
-        return blender_user_dir(version) / "extensions" / ".user" / repo / EXTENSION_ID
-    return Path(bpy.utils.extension_path_user(f"bl_ext.{repo}.{EXTENSION_ID}", create=True))
-
-
 def running_inside_blender() -> bool:
     return "bpy" in sys.modules or Path(sys.argv[0]).stem.lower().startswith("blender")
 
 
+def blender_modules_dir(version: str = BLENDER_VERSION) -> Path:
+    """Blender's user ``scripts/modules`` (on ``sys.path`` in Blender, put there by Blender)."""
+    try:
+        import bpy  # noqa: F401  (only present when Blender runs this script)
+    except ImportError:
+        return blender_user_dir(version) / "scripts" / "modules"
+    return Path(bpy.utils.user_resource("SCRIPTS", path="modules", create=True))
+
+
+def blender_torch_lines() -> list[str]:
+    """torch, safetensors and torch's dependencies from the lock (numpy: Blender's own)."""
+    deps = {"torch", "safetensors", "filelock", "typing-extensions", "sympy", "mpmath", "networkx", "jinja2",
+            "markupsafe", "fsspec"}
+    return lock_lines(sorted(deps))
+
+
 def setup_blender(python: Path, target: Path, face_model: Path, dry_run: bool) -> int:
-    site = target / "site-packages"
-    log(f"installing runtime packages for Blender's Python {python} into {site}")
-    if not dry_run:
-        site.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True)
+    stamp = target / ".p2v-torch.sha256"
+    lines = blender_torch_lines() if lock_file().is_file() else [f"torch==2.13.0{TORCH_LOCAL}", "safetensors==0.8.0"]
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text().strip() == digest and not dry_run:
+        log(f"torch for Blender in {target} is up to date; nothing to install")
+        return 0
+    log(f"installing torch for Blender's Python {python} into {target}")
+    r = subprocess.run([str(python), "-I", "-m", "pip", "--version"], capture_output=True, cwd=tempfile.gettempdir())
     if r.returncode != 0:
-        run([str(python), "-m", "ensurepip", "--upgrade"], dry_run)
-    pip_target = [str(python), "-m", "pip", "install", "--upgrade", "--no-input", "--target", str(site)]
-    run([*pip_target, *RUNTIME], dry_run)
-    run([*pip_target, "--no-deps", *NO_DEPS], dry_run)
+        run([str(python), "-I", "-m", "ensurepip", "--upgrade"], dry_run)
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "requirements.txt"
+        req.write_text("\n".join(lines) + "\n")
+        hashes = ["--require-hashes", "--no-deps"] if lock_file().is_file() else []
+        run([*pip(python), "install", "--upgrade", "--target", str(target), *hashes, "-r", str(req)], dry_run)
+        if dry_run:
+            log("would install: " + " ".join(ln.split(" ")[0] for ln in lines))
     if not dry_run:
-        # Blender bundles numpy: keep its build, not a second copy from torch's dependencies.
-        probe = subprocess.run([str(python), "-c", "import numpy"], capture_output=True,
-                               env={**os.environ, "PYTHONNOUSERSITE": "1"})
-        if probe.returncode == 0:
-            for p in site.glob("numpy*"):
-                shutil.rmtree(p, ignore_errors=True)
-        config = target / "p2v_config.json"
-        tmp = config.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"face_model": str(face_model)}, indent=2))
-        os.replace(tmp, config)
-        log(f"recorded the face model path in {config}")
-    log("done: enable (or re-enable) the add-on in Blender; its preferences show the package status")
+        stamp.write_text(digest + "\n")
+    log("done: restart Blender; the add-on's preferences show 'Networks: torch'")
     return 0
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blender-python", metavar="PATH", help="Blender's bundled Python executable")
-    ap.add_argument("--target", metavar="DIR", help="extension user folder (default: Blender's own)")
-    ap.add_argument("--repo", default="user_default", help="extension repository the add-on is in")
+    ap.add_argument("--target", metavar="DIR", help="folder for torch (default: Blender's user scripts/modules)")
     ap.add_argument("--blender-version", default=BLENDER_VERSION)
-    ap.add_argument("--face-model", metavar="PATH", help="ict_facekit.npz (default: $P2V_FACE_MODEL "
-                    "or ../shared/face-model/ict_facekit.npz)")
+    ap.add_argument("--face-model", metavar="PATH", help="ict_facekit.npz or a pack folder (default: "
+                    "$P2V_FACE_MODEL or the shipped pack)")
+    ap.add_argument("--lock", action="store_true", help="resolve the pins again and rewrite locks/dev-<platform>.txt")
     ap.add_argument("--force", action="store_true", help="reinstall even when up to date")
     ap.add_argument("--dry-run", action="store_true", help="print what would be done")
     args = ap.parse_args(argv)
@@ -224,14 +327,21 @@ def main(argv: list[str]) -> int:
     blender_python = args.blender_python
     if blender_python is None and running_inside_blender():
         blender_python = sys.executable
-    if blender_python:
-        target = Path(args.target) if args.target else extension_user_dir(args.repo, args.blender_version)
-        rc = setup_blender(Path(blender_python), target, face_model, args.dry_run)
-        ok = args.dry_run or check_face_model(face_model, Path(blender_python))
-    else:
-        py = setup_venv(args.force, args.dry_run)
-        rc = 0
-        ok = args.dry_run or check_face_model(face_model, py)
+    try:
+        if args.lock:
+            write_lock(venv_python() if venv_python().exists() else Path(sys.executable))
+            return 0
+        if blender_python:
+            target = Path(args.target) if args.target else blender_modules_dir(args.blender_version)
+            rc = setup_blender(Path(blender_python), target, face_model, args.dry_run)
+            ok = args.dry_run or check_face_model(face_model, None)
+        else:
+            py = setup_venv(args.force, args.dry_run)
+            rc = 0
+            ok = args.dry_run or check_face_model(face_model, py)
+    except SetupError as e:
+        log(f"error: {e}")
+        return e.code
     if not ok:
         log(f"fix: pass --face-model PATH or set P2V_FACE_MODEL (looked at {face_model})")
         rc = rc or 2

@@ -108,7 +108,7 @@ def test_disable_leaves_nothing_behind(blender_addon):
         assert before_classes == []
         assert not hasattr(bpy.types.Scene, "p2v")
         addon_utils.enable(ADDON_MODULE, default_set=True)
-        assert vendor in sys.path, "the vendored site-packages folder is on sys.path while enabled"
+        assert sys.path == before_path, "the add-on never edits sys.path"
         assert _p2v_classes(bpy) != []
         addon_utils.disable(ADDON_MODULE, default_set=True)
         assert _p2v_classes(bpy) == []

@@ -60,7 +60,9 @@ def test_zip_holds_the_addon_and_nothing_else(extension_zip):
                    "pix2vertex_addon/training/"):
         assert not any(n.startswith(banned) for n in names), banned
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert not any(n.endswith(".npz") for n in names), "the face model never ships"
+    assert not any(n.endswith(".npz") and "/" not in n for n in names), "ict_facekit.npz never ships"
+    assert "pix2vertex_addon/face_model_pack/identity.npz" in names, "the face-model pack ships"
+    assert "pix2vertex_addon/face_model_pack/LICENSE-ICT-FaceKit" in names
 
 
 _INSTALL_SCRIPT = r"""

@@ -19,3 +19,9 @@ def test_ci_runs_the_readme_commands():
     main, tests = _readme_command("main-command"), _readme_command("test-command")
     assert main in ci and tests in ci
     assert ci.index(main) < ci.index(tests)
+
+
+def test_readme_names_the_zip_build_command():
+    cmd = _readme_command("build-command")
+    assert cmd == ".venv/bin/python scripts/build_extension.py"
+    assert (REPO / "scripts" / "build_extension.py").is_file()

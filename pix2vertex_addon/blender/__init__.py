@@ -1,20 +1,20 @@
 """The Blender-facing part of the add-on: preferences, scene settings, operators, panels.
 
 Registration joins each module's ``CLASSES``; everything ``register`` adds, ``unregister``
-removes (classes, ``Scene.p2v``, the vendored ``site-packages`` entry on ``sys.path``).
+removes (classes, ``Scene.p2v``); it never edits ``sys.path`` (the extension's wheels are
+installed by Blender).
 """
 
 from __future__ import annotations
 
 import bpy
 
-from . import deps, faces, jobs, operators, panels, preferences, preview, properties, scratch
+from . import faces, jobs, operators, panels, preferences, preview, properties, scratch
 
 _MODULES = (preferences, properties, operators, faces, panels)
 
 
 def register() -> None:
-    deps.add_vendor_path()
     for mod in _MODULES:
         for cls in mod.CLASSES:
             bpy.utils.register_class(cls)
@@ -32,4 +32,3 @@ def unregister() -> None:
     for mod in reversed(_MODULES):
         for cls in reversed(mod.CLASSES):
             bpy.utils.unregister_class(cls)
-    deps.remove_vendor_path()

@@ -40,6 +40,9 @@ class Job:
     def _run(self) -> None:
         try:
             self.result = self.fn(self._progress, self.cancel_event)
+            from .bytecode import cache_later
+
+            cache_later()  # the next Blender session imports the bundled packages faster
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.error = exc
             self.traceback = traceback.format_exc()

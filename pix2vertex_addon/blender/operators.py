@@ -60,15 +60,22 @@ def _image_source(settings) -> tuple[str, object]:
 
 def _check_runtime(context) -> str:
     """Face model path in force; raises InputError when the runtime cannot work."""
-    missing = deps.missing_packages()
-    if missing:
-        raise InputError(
-            f"Missing runtime packages: {', '.join(missing)}. Install them with "
-            "'blender -b -P vendor_install.py' (see the add-on preferences)")
-    path = deps.face_model_path(context)
-    if not Path(path).is_file():
-        raise InputError(f"Face model not found at {path}: set its path in the add-on preferences")
-    return path
+    reason = deps.blocking_reason(context)
+    if reason:
+        raise InputError(reason)
+    return deps.face_model_path(context)
+
+
+def _poll_runtime(cls, context) -> bool:
+    """Poll of Reconstruct and Batch: no job running and everything needed there (else the
+    button is disabled and its tooltip, like the panel, says why)."""
+    if jobs.current_job() is not None:
+        return False
+    reason = deps.blocking_reason(context)
+    if reason:
+        cls.poll_message_set(reason)
+        return False
+    return True
 
 
 def _threads(context) -> int:
@@ -98,7 +105,7 @@ def _user_message(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"{exc}"
     if isinstance(exc, ImportError):
-        return f"A runtime package is missing ({exc}); run 'blender -b -P vendor_install.py'"
+        return f"A runtime package is missing ({exc}). {deps.package_fix()}"
     return f"Reconstruction failed: {type(exc).__name__}: {exc}"
 
 
@@ -202,8 +209,8 @@ class _ModalJob:
     def _start_or_report(self, context, threaded: bool) -> bool:
         try:
             self._start(context, threaded)
-        except (InputError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
+        except (InputError, RuntimeError, ImportError) as exc:
+            self.report({"ERROR"}, _user_message(exc) if isinstance(exc, ImportError) else str(exc))
             return False
         return True
 
@@ -261,7 +268,7 @@ class P2V_OT_reconstruct(_ModalJob, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return jobs.current_job() is None
+        return _poll_runtime(cls, context)
 
     def _finish(self, context):
         return finish_reconstruct(context, self._job, self._info, self.report)
@@ -332,7 +339,7 @@ class P2V_OT_batch_reconstruct(_ModalJob, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return jobs.current_job() is None
+        return _poll_runtime(cls, context)
 
     def _finish(self, context):
         return finish_batch(context, self._job, self.report)

@@ -14,6 +14,12 @@ from .operators import (
 )
 
 
+def _wrap(text: str, width: int = 48) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [text]
+
+
 class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
     bl_label = "Reconstruct from Image"
     bl_idname = "VIEW3D_PT_p2v_reconstruct"
@@ -26,12 +32,13 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
 
         layout = self.layout
         s = context.scene.p2v
-        missing = deps.missing_packages()
-        if missing:
+        reason = deps.blocking_reason(context)
+        if reason:
             box = layout.box()
             box.alert = True
-            box.label(text=f"Missing: {', '.join(missing)}", icon="ERROR")
-            box.label(text="See the add-on preferences")
+            for k, line in enumerate(_wrap(reason)):
+                box.label(text=line, icon="ERROR" if k == 0 else "BLANK1")
+            box.label(text="Details: Edit > Preferences > Add-ons > pix2vertex")
 
         col = layout.column(align=True)
         col.label(text="Photo")

@@ -1,4 +1,5 @@
-"""Add-on preferences: face model path, thread count, dependency status."""
+"""Add-on preferences: face model path, thread count, one status line (with its fix) per runtime
+package, the networks and the face model."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ class P2V_AddonPreferences(bpy.types.AddonPreferences):
     face_model_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Face Model",
         description=(
-            "Path to ict_facekit.npz (ICT-FaceKit). Empty: $P2V_FACE_MODEL, the path recorded by "
-            "vendor_install.py, or ../shared/face-model next to the add-on"
+            "ict_facekit.npz (ICT-FaceKit) or a face-model pack folder. Empty: $P2V_FACE_MODEL, "
+            "else the face model that comes with the add-on"
         ),
         subtype="FILE_PATH",
         default="",
@@ -30,27 +31,15 @@ class P2V_AddonPreferences(bpy.types.AddonPreferences):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "face_model_path")
-        from pathlib import Path
-
-        path = deps.face_model_path(context)
-        row = layout.row()
-        if Path(path).is_file():
-            row.label(text=f"Using {path}", icon="CHECKMARK")
-        else:
-            row.alert = True
-            row.label(text=f"Face model not found: {path}", icon="ERROR")
         layout.prop(self, "threads")
         box = layout.box()
-        box.label(text="Runtime packages")
-        missing = deps.missing_packages()
-        for name in deps.RUNTIME_PACKAGES:
-            ok = name not in missing
-            box.label(text=f"{name}: {'installed' if ok else 'missing'}", icon="CHECKMARK" if ok else "ERROR")
-        if missing:
-            box.label(text="Install them with: blender -b -P vendor_install.py (see the README)")
-        vd = deps.vendor_dir()
-        if vd is not None:
-            box.label(text=f"Vendored packages: {vd}")
+        box.label(text="Status")
+        for text, ok, fix in deps.status_lines(context):
+            row = box.row()
+            row.alert = not ok
+            row.label(text=text, icon="CHECKMARK" if ok else "ERROR")
+            if fix:
+                box.label(text=f"    Fix: {fix}")
 
 
 def get(context: bpy.types.Context | None = None) -> P2V_AddonPreferences | None:

@@ -1,7 +1,9 @@
 """ICT-FaceKit face model access (no ``bpy``).
 
 The model is read from a configurable path (see :func:`resolve_face_model_path`), loaded once and
-cached, and validated before use. The arrays keep the model's own unit, **centimetres**; the
+cached, and validated before use. With no path configured it is the pack shipped with the add-on
+(``pix2vertex_addon/face_model_pack/``: the same arrays, the bases as fp16, built by
+``scripts/build_face_pack.py``); a path may name that kind of folder or ``ict_facekit.npz``. The arrays keep the model's own unit, **centimetres**; the
 face-region *template* (the mesh the add-on warps) is also offered in **metres**, the unit of
 Blender scenes.
 
@@ -27,7 +29,9 @@ __all__ = [
     "FaceModel",
     "FaceModelError",
     "Template",
+    "PACK_FILES",
     "default_face_model_path",
+    "shared_face_model_path",
     "load_face_model",
     "resolve_face_model_path",
 ]
@@ -56,8 +60,27 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+# The shipped pack: file -> arrays it holds. The bases are stored as fp16 (compressed npz) and
+# read back as float32; everything else keeps the dtype of ict_facekit.npz.
+PACK_FILES = {
+    "mesh.npz": (
+        "neutral_vertices", "faces", "uvs", "face_uvs", "face_material", "material_names",
+        "identity_names", "expression_names", "landmarks_68", "rigid_vertices", "region_names",
+        "region_vertex_ranges",
+    ),
+    "identity.npz": ("identity_basis",),
+    "expression.npz": ("expression_basis",),
+}
+PACK_FP16 = ("identity_basis", "expression_basis")
+
+
 def default_face_model_path() -> Path:
-    """``../shared/face-model/ict_facekit.npz`` next to the repository (development default)."""
+    """The face-model pack shipped with the add-on (``pix2vertex_addon/face_model_pack``)."""
+    return Path(__file__).resolve().parents[1] / "face_model_pack"
+
+
+def shared_face_model_path() -> Path:
+    """``../shared/face-model/ict_facekit.npz`` next to the repository (the pack's source)."""
     return _repo_root().parent / "shared" / "face-model" / "ict_facekit.npz"
 
 
@@ -72,8 +95,9 @@ def resolve_face_model_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 _FIX_HINT = (
-    "Point the add-on at ict_facekit.npz: set it in the add-on preferences, pass "
-    f"--face-model PATH to vendor_install.py / the scripts, or set the environment variable {ENV_VAR}."
+    "Clear the face model path to use the pack shipped with the add-on, or point it at "
+    "ict_facekit.npz (or a pack folder): in the add-on preferences, with --face-model PATH, or with "
+    f"the environment variable {ENV_VAR}."
 )
 
 
@@ -274,19 +298,35 @@ _EXPECTED = {
 }
 
 
+def _read_npz(path: Path, keys) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in keys if k not in npz.files]
+        if missing:
+            raise FaceModelError(f"{path} is not an ICT-FaceKit model: missing arrays {missing}. {_FIX_HINT}")
+        return {k: npz[k] for k in keys}
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``ict_facekit.npz`` or of a pack folder (fp16 bases as float32)."""
+    if path.is_dir():
+        arrays: dict[str, np.ndarray] = {}
+        for name, keys in PACK_FILES.items():
+            if not (path / name).is_file():
+                raise FaceModelError(f"Face model pack {path} lacks {name}. {_FIX_HINT}")
+            arrays.update(_read_npz(path / name, keys))
+        for k in PACK_FP16:
+            arrays[k] = arrays[k].astype(np.float32)
+        return arrays
+    if not path.is_file():
+        raise FaceModelError(f"Face model path {path} is not a file. {_FIX_HINT}")
+    return _read_npz(path, _EXPECTED)
+
+
 def _read_and_validate(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FaceModelError(f"Face model not found at {path}. {_FIX_HINT}")
-    if not path.is_file():
-        raise FaceModelError(f"Face model path {path} is not a file. {_FIX_HINT}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _EXPECTED if k not in npz.files]
-            if missing:
-                raise FaceModelError(
-                    f"{path} is not an ICT-FaceKit model: missing arrays {missing}. {_FIX_HINT}"
-                )
-            arrays = {k: npz[k] for k in _EXPECTED}
+        arrays = _read_arrays(path)
     except FaceModelError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

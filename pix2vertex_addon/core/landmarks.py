@@ -163,7 +163,7 @@ def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_6
     from scipy import ndimage
 
     from .geometry.landmark_term import project
-    from .synth.raster import rasterize
+    from .raster_np import rasterize_np
 
     v = np.asarray(vertices, dtype=np.float64)
     out = project(v[np.asarray(landmarks_68)], focal, z_ref, resolution)
@@ -172,8 +172,8 @@ def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_6
     up = 2
     res = int(resolution) * up
     cam = v + np.array([0.0, 0.0, z_ref])
-    depth = np.asarray(rasterize(cam, np.asarray(triangles), focal * up, res, cull_backfaces=True,
-                                 return_bary=False).depth, dtype=np.float64)
+    depth = np.asarray(rasterize_np(cam, np.asarray(triangles), focal * up, res, cull_backfaces=True)[2],
+                       dtype=np.float64)
     covered = ndimage.binary_fill_holes(np.isfinite(depth))
     c = out[17:].mean(axis=0) * up
     lm_z = cam[np.asarray(landmarks_68)[:17], 2]

@@ -18,19 +18,31 @@ Outputs follow docs/reference/conventions.md, at the network resolution ``R = pr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Predictor", "WeightsError", "get_predictor", "default_weights_dir", "load_config", "verify_weights"]
+__all__ = ["BACKENDS", "Predictor", "WeightsError", "default_backend", "default_weights_dir", "get_predictor",
+           "load_config", "verify_weights"]
 
 CONFIG_NAME = "config.json"
 # In-plane turns (degrees) of the extra views the Predictor averages by default (docs/reference/networks.md).
 DEFAULT_ROTATIONS = (-5.0, 5.0)
 # Magnifications of the zoomed views it averages by default (none; docs/reference/networks.md).
 DEFAULT_SCALES = ()
+# "torch": the networks' own definition; "onnx": their ONNX export through onnxruntime (no torch).
+BACKENDS = ("torch", "onnx")
+
+
+def default_backend(weights_dir=None) -> str:
+    """torch where it is installed and the folder has the torch weights (development), else
+    onnxruntime (the extension zip, which ships only the ONNX export)."""
+    wd = Path(weights_dir) if weights_dir else default_weights_dir()
+    has_weights = any(wd.glob("*.safetensors")) or not (wd / "predictor.onnx").is_file()
+    return "torch" if has_weights and importlib.util.find_spec("torch") is not None else "onnx"
 
 
 def default_weights_dir() -> Path:
@@ -127,6 +139,9 @@ class Predictor:
         with a longer or shorter focal length, so the maps shrink or grow back exactly and their
         values stay: the label frame does not depend on the focal length), each also mirrored
         when ``flip_average``. ``()`` (the default): none.
+    backend : str
+        'torch', 'onnx' (``weights/predictor.onnx`` through onnxruntime, exported for these views:
+        :mod:`.onnx_backend`) or None: torch where installed, else onnx.
     """
 
     def __init__(
@@ -137,11 +152,8 @@ class Predictor:
         flip_average: bool = True,
         rotations=DEFAULT_ROTATIONS,
         scales=DEFAULT_SCALES,
+        backend: str | None = None,
     ):
-        import torch
-
-        from .nets import define_net
-
         self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
         self.config = load_config(self.weights_dir)
         self.threads = int(threads)
@@ -152,12 +164,25 @@ class Predictor:
         self.scales = tuple(float(s) for s in scales)
         if any(not 0.7 <= s <= 1.4 for s in self.scales):
             raise ValueError(f"scales must be magnifications near 1 (0.7 to 1.4), got {scales}")
-        self.device = torch.device(device)
-        torch.set_num_threads(self.threads)
+        self.backend = backend or default_backend(self.weights_dir)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         a = self.config["architecture"]
         self.resolution = int(a["resolution"])
         self.xyz_scale_mm = float(self.config.get("xyz_scale_mm", 100.0))
-        self.nets = {}
+        self._lock = threading.Lock()
+        self.nets: dict = {}
+        if self.backend == "onnx":
+            from .onnx_backend import OnnxEnsemble
+
+            self._onnx = OnnxEnsemble(self.weights_dir, self.config, self.views, self.flip_average, self.threads)
+            return
+        import torch
+
+        from .nets import define_net
+
+        self.device = torch.device(device)
+        torch.set_num_threads(self.threads)
         for name in ("geometry", "correspondence"):
             net = define_net(
                 name,
@@ -171,7 +196,6 @@ class Predictor:
             verify_weights(path, (self.config.get("sha256") or {}).get(name))
             load_weights_into(net, path)
             self.nets[name] = net.to(self.device).eval()
-        self._lock = threading.Lock()
 
     @property
     def views(self) -> tuple:
@@ -209,29 +233,11 @@ class Predictor:
 
         ``apply_mask=False`` keeps the networks' xyz and correspondence at every pixel instead of
         zeroing them where ``mask`` < 0.5 (the evaluation scores them over the true mask)."""
-        import torch
-
-        from .nets import image_to_tensor
-
-        x0 = image_to_tensor(np.ascontiguousarray(crops)).to(self.device)
-        b = len(x0)
-        views = self.views
-        with self._lock, torch.inference_mode():
-            torch.set_num_threads(self.threads)
-            x = torch.cat([x0 if v == (0.0, 1.0) else _warp(x0, v[0], v[1], "reflection") for v in views])
-            if self.flip_average:  # one pass over the crops and their mirror images (eval-mode BN)
-                x = torch.cat([x, torch.flip(x, dims=[3])])
-            g = self.nets["geometry"](x).float()
-            c = self.nets["correspondence"](x).float()
-            if self.flip_average:
-                n = len(g) // 2
-                gf, cf = torch.flip(g[n:], dims=[3]), torch.flip(c[n:], dims=[3])
-                gf[:, 0].neg_()  # x right -> left
-                cf[:, 0].mul_(-1.0).add_(1.0)  # canonical u -> 1 - u
-                g, c = (g[:n] + gf) * 0.5, (c[:n] + cf) * 0.5
-            if len(views) > 1:
-                g, c = _unwarp_average(g, c, views, b)
-            g, c = g.cpu().numpy(), c.cpu().numpy()
+        crops = np.ascontiguousarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+            raise ValueError(f"crops must be uint8 (B, R, R, 3) (got {crops.dtype} {crops.shape})")
+        with self._lock:
+            g, c = self._forward(crops)
         out = []
         for k in range(len(g)):
             mask = 1.0 / (1.0 + np.exp(-g[k, 3]))
@@ -248,6 +254,23 @@ class Predictor:
                 }
             )
         return out
+
+
+    def _forward(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, R, R, 3) -> the averaged network outputs, float32 (B, 4, R, R), (B, 3, R, R)."""
+        if self.backend == "onnx":
+            x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+            return self._onnx.run(x)
+        import torch
+
+        from .ensemble import ViewEnsemble
+        from .nets import image_to_tensor
+
+        ensemble = ViewEnsemble(self.nets["geometry"], self.nets["correspondence"], self.views, self.flip_average)
+        with torch.inference_mode():
+            torch.set_num_threads(self.threads)
+            g, c = ensemble(image_to_tensor(crops).to(self.device))
+            return g.cpu().numpy(), c.cpu().numpy()
 
 
 def _warp_theta(angle_deg: float, scale: float, n: int):
@@ -306,7 +329,7 @@ _CACHE_LOCK = threading.Lock()
 
 def get_predictor(
     weights_dir=None, threads: int = 2, flip_average: bool = True, rotations=DEFAULT_ROTATIONS,
-    scales=DEFAULT_SCALES,
+    scales=DEFAULT_SCALES, backend: str | None = None,
 ) -> Predictor:
     """A process-wide :class:`Predictor` per (weights folder, threads, flip_average, rotations,
     scales), built on first use."""
@@ -316,10 +339,12 @@ def get_predictor(
         bool(flip_average),
         tuple(float(a) for a in rotations),
         tuple(float(s) for s in scales),
+        backend or default_backend(weights_dir),
     )
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = Predictor(
-                weights_dir, threads, flip_average=flip_average, rotations=rotations, scales=scales
+                weights_dir, threads, flip_average=flip_average, rotations=rotations, scales=scales,
+                backend=backend,
             )
         return _CACHE[key]

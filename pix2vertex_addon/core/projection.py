@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy import ndimage
 
 from .camera import CropCamera
-from .synth.raster import rasterize
+from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
            "texel_weights", "TexelView"]
@@ -30,7 +30,7 @@ def crop_depth(camera: CropCamera, vertices: np.ndarray, triangles: np.ndarray, 
     if res is None:
         res = int(min(DEPTH_MAX_SIDE, max(64, np.ceil(camera.box[2]))))
     f = camera.focal * res / camera.resolution
-    return rasterize(camera.to_camera(vertices), triangles, f, res).depth
+    return rasterize_np(camera.to_camera(vertices), triangles, f, res)[2]
 
 
 def depth_map(camera: CropCamera, depth_crop: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -118,7 +118,7 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     p[:, 0] = tri_uv[..., 0].ravel() * size - size / 2.0
     p[:, 1] = (1.0 - tri_uv[..., 1].ravel()) * size - size / 2.0
     p[:, 2] = zc
-    tid, bary, _ = rasterize(p, np.arange(len(p)).reshape(-1, 3), zc, size)
+    tid, bary, _ = rasterize_np(p, np.arange(len(p)).reshape(-1, 3), zc, size)
     for a in (tid, bary):
         a.setflags(write=False)
     if len(_UV_CACHE) > 8:
