@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     from pix2vertex_addon.core.nets import define_net
     from pix2vertex_addon.core.predict import load_config
-    from pix2vertex_addon.training.export import write_weights
+    from pix2vertex_addon.training.export_weights import write_weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", nargs="+", required=True, help="exported weights folders to average")

@@ -17,7 +17,6 @@ hashes of the wheels it downloaded. Nothing else reaches the network.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import re
@@ -31,6 +30,8 @@ from pathlib import Path
 import _bootstrap
 
 _bootstrap.import_addon()
+
+from pix2vertex_addon.core.export import sha256_file as sha256  # noqa: E402
 
 REPO = _bootstrap.REPO
 LOCKS = REPO / "locks"
@@ -90,14 +91,6 @@ def _download_args(platform: str, dest: Path) -> list[str]:
     for tag in PLATFORMS[platform]:
         args += ["--platform", tag]
     return args
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_lock(platform: str) -> None:

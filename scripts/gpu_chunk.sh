@@ -32,6 +32,6 @@ if [ $rc -ne 0 ]; then
     [ -f "$RUNS/$NAME/latest.pt" ] || exit $rc
     echo "exporting its last checkpoint anyway" >&2
 fi
-"$PY" -m pix2vertex_addon.training.export --run "$RUNS/$NAME" --out "$OUT/$NAME"
+"$PY" -m pix2vertex_addon.training.export_weights --run "$RUNS/$NAME" --out "$OUT/$NAME"
 echo "exported $OUT/$NAME"
 exit $rc

@@ -36,7 +36,7 @@ def _card_table(text: str) -> dict:
 
 
 def test_card_hashes_match_the_weights():
-    from pix2vertex_addon.training.export import sha256
+    from pix2vertex_addon.core.export import sha256_file as sha256
 
     card = (WEIGHTS / "MODEL_CARD.md").read_text()
     cfg = json.loads((WEIGHTS / "config.json").read_text())

@@ -35,7 +35,7 @@ def _opts(tmp_path, **kw):
 def test_one_iteration_resume_export_predict_evaluate(tmp_path):
     from pix2vertex_addon.core.predict import Predictor
     from pix2vertex_addon.training.evaluate import evaluate
-    from pix2vertex_addon.training.export import export
+    from pix2vertex_addon.training.export_weights import export
 
     res = train(_opts(tmp_path), progress=False)
     run = tmp_path / "smoke"
@@ -104,7 +104,7 @@ def _check_compare(eval_dir, tmp_path):
 def test_init_from_exported_weights_and_time_limit(tmp_path):
     """GPU chunks: a run starts from exported fp16 weights (no optimiser state travels) and stops
     itself, checkpointed and validated, when --max-minutes is reached."""
-    from pix2vertex_addon.training.export import export
+    from pix2vertex_addon.training.export_weights import export
 
     train(_opts(tmp_path, iters=3), progress=False)
     export(tmp_path / "smoke", tmp_path / "w")
@@ -141,7 +141,7 @@ def test_data_offset_draws_other_samples(tmp_path, capsys):
     a, b, c = weights("a"), weights("b"), weights("c", data_offset=1000)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert json.loads((tmp_path / "c" / "opts.json").read_text())["data_offset"] == 1000
-    from pix2vertex_addon.training.export import export
+    from pix2vertex_addon.training.export_weights import export
 
     export(tmp_path / "a", tmp_path / "w")
     capsys.readouterr()
@@ -229,7 +229,7 @@ def test_average_weights_script(tmp_path):
     from safetensors.torch import load_file
 
     from pix2vertex_addon.core.predict import Predictor
-    from pix2vertex_addon.training.export import export
+    from pix2vertex_addon.training.export_weights import export
 
     spec = importlib.util.spec_from_file_location(
         "average_weights", Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
@@ -261,7 +261,7 @@ def test_gpu_chunk_script(tmp_path):
     import sys
     from pathlib import Path
 
-    from pix2vertex_addon.training.export import export
+    from pix2vertex_addon.training.export_weights import export
 
     train(_opts(tmp_path, name="init"), progress=False)
     export(tmp_path / "init", tmp_path / "w")

@@ -204,8 +204,11 @@ def update_detail_modifiers(obj: bpy.types.Object, enabled: bool, strength: floa
 
 
 def apply_reconstruction(context: bpy.types.Context, obj: bpy.types.Object, rec, template, result_dir: Path,
-                         name: str, settings) -> dict:
-    """Everything above, in one go, on ``obj`` (which must have the template's topology)."""
+                         name: str, use_detail: bool = True, detail_strength: float = 1.0,
+                         add_target_mesh: bool = False) -> dict:
+    """Everything above, in one go, on ``obj`` (which must have the template's topology):
+    ``use_detail``/``detail_strength`` set the detail stack and normal map, ``add_target_mesh``
+    also adds the networks' per-pixel mesh as an object."""
     from . import naming
 
     naming.own_mesh(obj)
@@ -214,13 +217,13 @@ def apply_reconstruction(context: bpy.types.Context, obj: bpy.types.Object, rec,
     verts = model_mm_to_blender(rec.vertices_model)
     set_reconstruction_shape(obj, verts)
     mat = set_texture_material(obj, Path(result_dir) / "texture.png", name)
-    layers = add_texture_layers(mat, Path(result_dir), name, settings.detail_strength)
+    layers = add_texture_layers(mat, Path(result_dir), name, detail_strength)
     images = add_map_images(rec, name)
     if rec.detail is not None:
-        set_detail(obj, rec, template, name, settings.use_detail, settings.detail_strength)
+        set_detail(obj, rec, template, name, use_detail, detail_strength)
     else:
-        update_detail_modifiers(obj, False, settings.detail_strength)
-    target = add_target_object(context, obj, rec, name) if settings.add_target_mesh else None
+        update_detail_modifiers(obj, False, detail_strength)
+    target = add_target_object(context, obj, rec, name) if add_target_mesh else None
     owned: list = [mat, *layers, *images, *(n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE")]
     owned += [b for b in (bpy.data.images.get(f"p2v Detail {name}"), bpy.data.textures.get(f"p2v Detail {name}"))
               if b is not None and rec.detail is not None]

@@ -95,13 +95,20 @@ def missing_packages() -> list[str]:
     return missing
 
 
+def addon_preferences(context: bpy.types.Context | None = None):
+    """This add-on's preferences (``preferences.P2V_AddonPreferences``), or None when it is
+    registered without being enabled. Here, not in ``preferences``, which imports this module."""
+    ctx = context or bpy.context
+    addon = ctx.preferences.addons.get(addon_package())
+    return None if addon is None else addon.preferences
+
+
 def face_model_path(context: bpy.types.Context | None = None) -> str:
     """The face model in force: the preferences' path, else ``$P2V_FACE_MODEL``, else the pack
     shipped with the add-on."""
     from ..core.face_model import resolve_face_model_path
-    from . import preferences
 
-    prefs = preferences.get(context)
+    prefs = addon_preferences(context)
     if prefs is not None and prefs.face_model_path:
         return bpy.path.abspath(prefs.face_model_path)
     return str(resolve_face_model_path(None))

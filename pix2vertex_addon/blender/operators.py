@@ -79,9 +79,7 @@ def _poll_runtime(cls, context) -> bool:
 
 
 def _threads(context) -> int:
-    from . import preferences
-
-    prefs = preferences.get(context)
+    prefs = deps.addon_preferences(context)
     return prefs.threads if prefs is not None else 0
 
 
@@ -175,7 +173,8 @@ def finish_reconstruct(context, job: jobs.Job, info: dict, report) -> set[str]:
     if obj is None:
         report({"ERROR"}, f"The template object '{info['template']}' was removed during the reconstruction")
         return {"CANCELLED"}
-    made = apply_reconstruction(context, obj, rec, template, folder, info["name"], settings)
+    made = apply_reconstruction(context, obj, rec, template, folder, info["name"], use_detail=settings.use_detail,
+                                detail_strength=settings.detail_strength, add_target_mesh=settings.add_target_mesh)
     if head is not None:
         from .head import add_head_object, hide_face_only
 

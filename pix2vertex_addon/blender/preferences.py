@@ -42,11 +42,4 @@ class P2V_AddonPreferences(bpy.types.AddonPreferences):
                 box.label(text=f"    Fix: {fix}")
 
 
-def get(context: bpy.types.Context | None = None) -> P2V_AddonPreferences | None:
-    """This add-on's preferences, or None when it is registered without being enabled."""
-    ctx = context or bpy.context
-    addon = ctx.preferences.addons.get(deps.addon_package())
-    return None if addon is None else addon.preferences  # type: ignore[return-value]
-
-
 CLASSES = (P2V_AddonPreferences,)

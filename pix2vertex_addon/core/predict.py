@@ -55,7 +55,7 @@ def load_config(weights_dir) -> dict:
     if not p.exists():
         raise FileNotFoundError(
             f"{p} not found: the network weights are missing. Export them with "
-            "`python -m pix2vertex_addon.training.export --run RUN_DIR --out pix2vertex_addon/weights`."
+            "`python -m pix2vertex_addon.training.export_weights --run RUN_DIR --out pix2vertex_addon/weights`."
         )
     try:
         cfg = json.loads(p.read_bytes())

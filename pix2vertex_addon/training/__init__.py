@@ -2,5 +2,5 @@
 
 python -m pix2vertex_addon.training.train --name NAME ...      # train / --resume
 python -m pix2vertex_addon.training.evaluate --run DIR ...     # held-out test report
-python -m pix2vertex_addon.training.export --run DIR --out pix2vertex_addon/weights
+python -m pix2vertex_addon.training.export_weights --run DIR --out pix2vertex_addon/weights
 """

@@ -359,7 +359,7 @@ class _CheckpointPredictor:
 
     def __new__(cls, run: str, ckpt: str, threads: int, flip_average: bool = True, rotations=(), scales=()):
         from ..core.predict import Predictor
-        from .export import export
+        from .export_weights import export
 
         d = tempfile.mkdtemp(prefix="p2v_eval_")
         export(run, d, ckpt)

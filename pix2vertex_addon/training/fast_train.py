@@ -313,7 +313,7 @@ class FastTrainer:
         return nets
 
     def export(self, out: Path, summary: dict) -> dict:
-        from .export import write_weights
+        from .export_weights import write_weights
 
         source = {"run": f"fast_train chunk ({self.opts.arch})", "iter": summary["iter"],
                   "train_time_s": summary["train_time_s"], "data_offset": self.opts.data_offset,

@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..core.export import sha256_file as sha256
 from .evaluate import GOALS, views_text
-from .export import sha256
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Export a training checkpoint as fp16 safetensors weights for :class:`core.predict.Predictor`.
 
-    python -m pix2vertex_addon.training.export --run /work/p2v_runs/NAME [--ckpt latest.pt] \
+    python -m pix2vertex_addon.training.export_weights --run /work/p2v_runs/NAME [--ckpt latest.pt] \
         --out pix2vertex_addon/weights
 
 Writes ``geometry.safetensors``, ``correspondence.safetensors`` (fp16, no pickle) and
@@ -11,7 +11,6 @@ each file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,16 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from ..core.atomic import atomic_file, write_json_atomic
+from ..core.export import sha256_file
 
 MAX_FILE_MIB = 16.0
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export(run_dir, out_dir, ckpt: str = "latest.pt") -> dict:
@@ -72,7 +64,7 @@ def write_weights(out_dir, state_dicts: dict, architecture: dict, source: dict, 
             mib = os.path.getsize(tmp) / 2**20
             if mib > MAX_FILE_MIB:
                 raise ValueError(f"{fn} would be {mib:.1f} MiB > {MAX_FILE_MIB} MiB; train a smaller network")
-        files[name], hashes[name], sizes[name] = fn, sha256(out_dir / fn), round(mib, 2)
+        files[name], hashes[name], sizes[name] = fn, sha256_file(out_dir / fn), round(mib, 2)
     cfg = {
         "architecture": architecture,
         "xyz_scale_mm": 100.0,
