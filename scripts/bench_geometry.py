@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pix2vertex_addon.core.atomic import atomic_file  # noqa: E402
 from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale  # noqa: E402
-from pix2vertex_addon.core.face_model import load_face_model  # noqa: E402
+from pix2vertex_addon.core.face_model import load_synth_face_model  # noqa: E402
 from pix2vertex_addon.core.geometry import (  # noqa: E402
     apply_affine,
     build_target_mesh,
@@ -107,7 +107,7 @@ def _shade(vertices, tris, rot, size, centre, extent, colour):
 def _setup():
     """The face model, its template, canonical coordinates, corr-to-mm scale, the template's
     vertices in mm and its triangles: what every benchmark here starts from."""
-    model = load_face_model()
+    model = load_synth_face_model()
     T = model.template
     return model, T, canonical_coordinates(model), corr_to_mm_scale(model), T.vertices_cm * 10.0, T.triangles()
 

@@ -83,10 +83,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--noise-mm", type=float, default=0.0)
     ap.add_argument("--max-yaw", type=float, default=30.0, help="skip samples turned further (degrees)")
     args = ap.parse_args(argv)
-    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.synth.sampling import seed_range
 
-    model = load_face_model()
+    model = load_synth_face_model()
     rows = []
     for seed in seed_range("train"):
         if len(rows) >= args.faces:

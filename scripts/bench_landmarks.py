@@ -63,10 +63,10 @@ class _OncePredictor:
 def samples(a):
     """(name, sample) pairs: image, xyz, mask, vertices_cam, meta{focal_px, z_ref_mm}."""
     if a.set == "val":
-        from pix2vertex_addon.core.face_model import load_face_model
+        from pix2vertex_addon.core.face_model import load_synth_face_model
         from pix2vertex_addon.core.synth.generator import generate_sample
 
-        model = load_face_model()
+        model = load_synth_face_model()
         for i in range(a.n):
             seed = FIRST_VAL_SEED + a.offset + i
             yield f"val{seed}", generate_sample(seed, 256, model, occluders=False)

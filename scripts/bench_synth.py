@@ -34,10 +34,10 @@ def _init():
     import torch
 
     torch.set_num_threads(1)
-    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.synth.photos import preload_photos
 
-    load_face_model()
+    load_synth_face_model()
     preload_photos()  # once per process; the steady state is what a long run sees
 
 
@@ -76,11 +76,11 @@ def bench_against(baseline: Path, res: int, count: int) -> tuple[float, float]:
         base_fm = importlib.import_module("p2v_baseline.core.face_model")
         base_gen = importlib.import_module("p2v_baseline.core.synth").generate_sample
         base_photos = importlib.import_module("p2v_baseline.core.synth.photos")
-        from pix2vertex_addon.core.face_model import load_face_model
+        from pix2vertex_addon.core.face_model import load_synth_face_model
         from pix2vertex_addon.core.synth import generate_sample
         from pix2vertex_addon.core.synth.photos import preload_photos
 
-        mb, mn = base_fm.load_face_model(), load_face_model()
+        mb, mn = base_fm.load_face_model(), load_synth_face_model()
         for p in base_photos.photo_sources():
             base_photos._load(p)
         preload_photos()
@@ -105,11 +105,11 @@ def bench_against(baseline: Path, res: int, count: int) -> tuple[float, float]:
 def _posed_mesh(res):
     import numpy as np
 
-    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.synth import generate_sample
     from pix2vertex_addon.core.synth.mesh import render_mesh
 
-    model = load_face_model()
+    model = load_synth_face_model()
     rm = render_mesh(model)
     s = generate_sample(3, res, model=model, clean=True)
     m = s["meta"]

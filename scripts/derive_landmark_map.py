@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="npz path (default: the shipped map)")
     args = ap.parse_args(argv)
     from pix2vertex_addon.core.detect import FaceDetector
-    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.landmarks import MAP_PATH
     from pix2vertex_addon.core.synth.sampling import split_of_seed
 
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         print("error: the map is derived from validation seeds only", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    model = load_face_model()
+    model = load_synth_face_model()
     det = FaceDetector()
     data = collect(range(args.first_seed, args.first_seed + args.n), model, det)
     if len(data["frontal"]) < 3:

@@ -194,10 +194,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from PIL import Image
 
-    from pix2vertex_addon.core.face_model import load_face_model
+    from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.synth.sampling import split_of_seed
 
-    model = load_face_model()
+    model = load_synth_face_model()
     a.out.mkdir(parents=True, exist_ok=True)
     for spec in scene_list(a.n):
         assert split_of_seed(spec["seed"]) == "test"

@@ -79,3 +79,18 @@ def test_build_script_rebuilds_the_shipped_pack(tmp_path):
     for key in fm._EXPECTED:
         np.testing.assert_array_equal(built[key], shipped[key], err_msg=key)
     assert build_face_pack.main(["--source", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
+
+
+def test_synthetic_data_are_rendered_from_the_exact_npz(monkeypatch):
+    """The splits (and every figure measured on them) come from ICT-FaceKit's float32 npz where
+    it is; the add-on's default, the fp16 pack, would move a few pixels of each sample."""
+    from pix2vertex_addon.core import face_model as fm
+
+    monkeypatch.delenv(fm.ENV_VAR, raising=False)
+    shared = fm.shared_face_model_path()
+    if not shared.is_file():
+        pytest.skip("ict_facekit.npz is not next to the checkout")
+    assert fm.synth_face_model_path() == shared
+    assert fm.resolve_face_model_path() == fm.default_face_model_path()  # the add-on: the pack
+    monkeypatch.setenv(fm.ENV_VAR, "/some/other.npz")
+    assert str(fm.synth_face_model_path()) == "/some/other.npz"

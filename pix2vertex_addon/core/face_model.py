@@ -84,6 +84,19 @@ def shared_face_model_path() -> Path:
     return _repo_root().parent / "shared" / "face-model" / "ict_facekit.npz"
 
 
+def synth_face_model_path() -> Path:
+    """The model the synthetic data are rendered from: ``$P2V_FACE_MODEL``, else ICT-FaceKit's own
+    float32 ``ict_facekit.npz`` where it is (:func:`shared_face_model_path`), else the shipped
+    pack. The training, validation and test splits are rendered from the npz: the pack's fp16
+    bases move vertices by up to 0.005 mm, enough to change a few pixels of a sample, so the
+    splits (and the figures measured on them) would not be reproduced exactly from the pack."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    shared = shared_face_model_path()
+    return shared if shared.is_file() else default_face_model_path()
+
+
 def resolve_face_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     """Pick the face model path: explicit argument, then ``$P2V_FACE_MODEL``, then the default."""
     if path:
@@ -382,3 +395,9 @@ def clear_cache() -> None:
     """Forget loaded models (tests, or after the user changes the path)."""
     with _lock:
         _cache.clear()
+
+
+def load_synth_face_model(path: str | os.PathLike[str] | None = None) -> FaceModel:
+    """:func:`load_face_model` of ``path``, by default of :func:`synth_face_model_path` (for the
+    synthetic data, training and evaluation)."""
+    return load_face_model(path or synth_face_model_path())

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.correspondence import MODEL_TO_CAMERA
-from ..core.face_model import N_IDENTITY, FaceModel, load_face_model
+from ..core.face_model import N_IDENTITY, FaceModel, load_synth_face_model
 from ..core.synth import appearance as A
 from ..core.synth.generator import _place_camera, _sample_light, sample_camera
 from ..core.synth.hair import draw_hair
@@ -114,7 +114,7 @@ def draw_params(seeds, resolution: int, model: FaceModel | None = None, *, jitte
                 occluders: bool = True, degrade: bool = True, n_photos: int | None = None,
                 threads: int = 1) -> dict[str, np.ndarray]:
     """Stacked per-sample scene parameters of ``seeds`` (each a function of its seed only)."""
-    model = model if model is not None else load_face_model()
+    model = model if model is not None else load_synth_face_model()
     rm = render_mesh(model)
     lm_cols = (rm.landmarks_68[:, None] * 3 + np.arange(3)).ravel()
     lm_basis = (rm.neutral_flat[lm_cols], np.ascontiguousarray(rm.identity_basis[:, lm_cols]),
@@ -147,7 +147,7 @@ class BatchGenerator:
         if self.R < 16 or self.R % 8:
             raise ValueError(f"resolution must be a multiple of 8 and >= 16, got {resolution}")
         self.device = torch.device(device)
-        self.model = model if model is not None else load_face_model()
+        self.model = model if model is not None else load_synth_face_model()
         rm = self.rm = render_mesh(self.model)
         dev = self.device
         t = lambda a, dt=torch.float32: torch.as_tensor(np.array(a), dtype=dt, device=dev)  # noqa: E731

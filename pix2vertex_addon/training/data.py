@@ -96,9 +96,9 @@ class SynthFaces(Dataset):
 
     def raw(self, i: int) -> dict:
         if self._model is None:
-            from ..core.face_model import load_face_model
+            from ..core.face_model import load_synth_face_model
 
-            self._model = load_face_model()
+            self._model = load_synth_face_model()
         return self._synth.generate_sample(
             self.seed_of(i), resolution=self.resolution, model=self._model, **self.options
         )

@@ -131,11 +131,11 @@ class ParamBatches(Dataset):
         return self.length
 
     def __getitem__(self, i):
-        from ..core.face_model import load_face_model
+        from ..core.face_model import load_synth_face_model
         from ..core.synth import seed_range
 
         if self._model is None:
-            self._model = load_face_model()
+            self._model = load_synth_face_model()
         r = seed_range("train")
         seeds = [r[(self.offset + i * self.batch + k) % len(r)] for k in range(self.batch)]
         return draw_params(seeds, self.R, self._model, n_photos=self.n_photos)

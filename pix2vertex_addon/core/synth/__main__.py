@@ -34,11 +34,11 @@ def contact_sheet(count: int, out: str | os.PathLike, resolution: int = 128, see
     from tqdm import tqdm
 
     from ..atomic import atomic_file
-    from ..face_model import load_face_model
+    from ..face_model import load_synth_face_model
     from .generator import generate_sample
     from .sampling import seed_range
 
-    model = load_face_model(model_path)
+    model = load_synth_face_model(model_path)
     start = seed_range(split).start + seed
     R = resolution
     gap = max(2, R // 32)

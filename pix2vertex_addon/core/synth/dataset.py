@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..atomic import atomic_file, write_json_atomic
-from ..face_model import load_face_model
+from ..face_model import load_synth_face_model
 from .generator import generate_sample
 from .sampling import seed_range
 
@@ -102,7 +102,7 @@ class SynthDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.length:
             raise IndexError(i)
-        model = load_face_model(self.model_path)  # cached per process
+        model = load_synth_face_model(self.model_path)  # cached per process
         s = generate_sample(self.seed_of(i), self.resolution, model=model, **self.options)
         return sample_to_tensors({**s, "seed": s["meta"]["seed"]})
 
@@ -171,7 +171,7 @@ _worker_state: dict = {}
 def _worker_init(model_path, resolution, options, pool_worker=True):
     if pool_worker:
         torch.set_num_threads(1)
-    _worker_state.update(model=load_face_model(model_path), resolution=resolution, options=options)
+    _worker_state.update(model=load_synth_face_model(model_path), resolution=resolution, options=options)
 
 
 def _worker_generate(seed: int) -> dict:

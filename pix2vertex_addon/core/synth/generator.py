@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter
 
 from ..correspondence import MODEL_TO_CAMERA
 from ..crop import crop_box_from_landmarks
-from ..face_model import N_IDENTITY, FaceModel, load_face_model
+from ..face_model import N_IDENTITY, FaceModel, load_synth_face_model
 from ..geometry.laplacian import vertex_normals
 from . import appearance
 from .hair import hair_layer
@@ -174,7 +174,7 @@ def generate_sample(
     resolution : int
         Square side R in pixels (>= 16).
     model : FaceModel, optional
-        Defaults to :func:`load_face_model()`.
+        Defaults to :func:`load_synth_face_model()`.
     identity : (<=100,) float, optional
         Fixed identity weights instead of N(0, identity_scale^2) draws.
     identity_scale : float
@@ -214,7 +214,7 @@ def generate_sample(
     if R < MIN_RESOLUTION:
         raise ValueError(f"resolution must be >= {MIN_RESOLUTION}, got {resolution}")
     seed = int(seed)
-    model = model if model is not None else load_face_model()
+    model = model if model is not None else load_synth_face_model()
     rm = render_mesh(model)
     jitter = (not clean) if jitter is None else jitter
     occluders = (not clean) if occluders is None else occluders
@@ -281,7 +281,81 @@ def generate_sample(
     if eye.any():
         alb[eye] = appearance.paint_eyes(alb[eye], neu[eye], rm.eye_centres_cm, app)
 
-    # fine albedo detail, looked up by neutral position (1 texel = 1 mm)
+    alb = _albedo_detail(alb, neu, hw, bw, fz, app)
+
+    lin, expo = _shade(alb, Nrm, spw, ray, P, X, covered, rm, light, shadows, R)
+
+    # -- compose ----------------------------------------------------------------------------------
+    lm2d = project(X[lm_idx], f, R).astype(np.float32)
+    bg_rng = rng_for(seed, "background")
+    img, bg_info = appearance.background(bg_rng, R, app["skin_srgb"])
+    if bg_rng.random() < 0.7:
+        chin = lm2d[8]
+        neck_w = float(np.ptp(lm2d[:, 0])) * 0.55
+        appearance.torso(bg_rng, R, img, (chin[0], chin[1]), neck_w, app["skin_srgb"])
+    img[covered] = appearance.linear_to_srgb(lin).astype(np.float32)
+    mask = face_px.copy()
+    hair, hair_info = hair_layer(rng_for(seed, "hair"), rm, X, Nv, rot, f, R, covered, depth, app, light,
+                                 expo, enabled=occluders)
+    if hair is not None:
+        _over(img, hair)
+        mask &= hair[..., 3] < 0.5
+    occ, occ_info = appearance.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
+    if occ is not None:
+        _over(img, occ)
+        mask &= occ[..., 3] < 0.5
+    image, deg_info = appearance.degrade(rng_for(seed, "degrade"), img, enabled=degrade)
+
+    xyz, corr = _labels(mask, cov_idx, P, cn, z_ref, R)
+    verts_label = X[:nfv].copy()
+    verts_label[:, 2] -= z_ref
+
+    meta = {
+        "seed": seed,
+        "split": _safe_split(seed),
+        "identity_id": identity_id,
+        "identity": np.pad(w_id, (0, N_IDENTITY - w_id.size)).astype(np.float32),
+        "expression": w_ex.astype(np.float32),
+        "expression_active": {model.expression_names[i]: float(w_ex[i]) for i in np.flatnonzero(w_ex)},
+        "yaw_deg": pose["yaw"], "pitch_deg": pose["pitch"], "roll_deg": pose["roll"],
+        "rotation": rot.astype(np.float64),
+        "translation_mm": t.astype(np.float64),
+        "focal_px": float(f),
+        "z_ref_mm": z_ref,
+        "distance_mm": dist,
+        "crop_scale": s_j,
+        "crop_shift": np.asarray(sh_j, dtype=np.float64),
+        "resolution": R,
+        "light": light,
+        "appearance": app,
+        "background": bg_info,
+        "hair": hair_info,
+        "occluders": occ_info,
+        "degrade": deg_info,
+        "n_face_tris": rm.n_face_tris,
+    }
+    out = {
+        "image": image,
+        "xyz": xyz,
+        "corr": corr,
+        "mask": mask,
+        "vertices_cam": verts_label.astype(np.float32),
+        "landmarks_2d": lm2d,
+        "meta": meta,
+    }
+    if return_raster:
+        out["tri_id"] = tri_id
+        out["bary"] = bary
+        out["hair_alpha"] = (hair[..., 3].copy() if hair is not None
+                             else np.zeros((R, R), dtype=np.float32))
+    return out
+
+
+def _albedo_detail(alb: np.ndarray, neu: np.ndarray, hw: np.ndarray, bw: np.ndarray, fz: np.ndarray,
+                   app: dict) -> np.ndarray:
+    """Per-pixel albedo with pores, blotches, beard stubble, freckles and hair strands, looked up
+    by neutral position (1 texel = 1 mm); ``hw``/``bw``/``fz`` are the hair, beard and freckle
+    weights of the pixels."""
     bank = appearance.noise_bank()
     off = app["noise_offset"]
     tex_uv = np.stack([neu[:, 0] * 10, -neu[:, 1] * 10], axis=1) + 128
@@ -299,7 +373,15 @@ def generate_sample(
     if (hw > 0).any():
         strand = appearance.lookup(bank["strand"], tex_uv * [1.0, 0.25], off[:2], bilinear=False)
         alb = alb * (1 + 0.35 * hw * strand)[:, None]
+    return alb
 
+
+def _shade(alb: np.ndarray, Nrm: np.ndarray, spw: np.ndarray, ray: np.ndarray, P: np.ndarray, X: np.ndarray,
+           covered: np.ndarray, rm: RenderMesh, light: dict, shadows: bool, R: int) -> tuple[np.ndarray, float]:
+    """Linear RGB of the covered pixels (albedo ``alb``, unit normals ``Nrm``, specular weight
+    ``spw``, view rays ``ray`` and camera-frame points ``P``) under ``light``: ambient with a
+    first-order spherical term, the key light (wrap, shadow map), specular, fill; then the
+    auto-exposure. Returns (linear RGB, exposure gain)."""
     Vdir = (-ray / np.sqrt(_dot3(ray, ray))[:, None]).astype(np.float32)
     amb_c = (light["ambient"] * np.asarray(light["ambient_colour"])).astype(np.float32)
     sh1 = np.asarray(light["sh1_dir"], dtype=np.float32) * np.float32(light["sh1"] / 0.7)
@@ -345,29 +427,13 @@ def generate_sample(
     gain = np.median(lum) / max(float(np.median(alb_lum)), 1e-4)  # the light's median gain
     expo = light["exposure"] / max(gain * 0.35, 1e-4)
     lin = lin * np.float32(expo)
+    return lin, expo
 
-    # -- compose ----------------------------------------------------------------------------------
-    lm2d = project(X[lm_idx], f, R).astype(np.float32)
-    bg_rng = rng_for(seed, "background")
-    img, bg_info = appearance.background(bg_rng, R, app["skin_srgb"])
-    if bg_rng.random() < 0.7:
-        chin = lm2d[8]
-        neck_w = float(np.ptp(lm2d[:, 0])) * 0.55
-        appearance.torso(bg_rng, R, img, (chin[0], chin[1]), neck_w, app["skin_srgb"])
-    img[covered] = appearance.linear_to_srgb(lin).astype(np.float32)
-    mask = face_px.copy()
-    hair, hair_info = hair_layer(rng_for(seed, "hair"), rm, X, Nv, rot, f, R, covered, depth, app, light,
-                                 expo, enabled=occluders)
-    if hair is not None:
-        _over(img, hair)
-        mask &= hair[..., 3] < 0.5
-    occ, occ_info = appearance.occluders(rng_for(seed, "occluders"), R, lm2d, app, enabled=occluders)
-    if occ is not None:
-        _over(img, occ)
-        mask &= occ[..., 3] < 0.5
-    image, deg_info = appearance.degrade(rng_for(seed, "degrade"), img, enabled=degrade)
 
-    # labels: the camera-frame point of each pixel (on its ray), its canonical coordinate
+def _labels(mask: np.ndarray, cov_idx: np.ndarray, P: np.ndarray, cn: np.ndarray, z_ref: float,
+            R: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label maps: each masked pixel's camera-frame point on its ray (z relative to
+    ``z_ref``) and its canonical coordinate; 0 outside the mask."""
     xyz = np.zeros((R, R, 3), dtype=np.float32)
     corr = np.zeros((R, R, 3), dtype=np.float32)
     pm = mask.ravel()[cov_idx]
@@ -375,48 +441,7 @@ def generate_sample(
     lab[:, 2] -= z_ref
     xyz.reshape(-1, 3)[cov_idx[pm]] = lab
     corr.reshape(-1, 3)[cov_idx[pm]] = np.clip(cn[pm], 0.0, 1.0)
-    verts_label = X[:nfv].copy()
-    verts_label[:, 2] -= z_ref
-
-    meta = {
-        "seed": seed,
-        "split": _safe_split(seed),
-        "identity_id": identity_id,
-        "identity": np.pad(w_id, (0, N_IDENTITY - w_id.size)).astype(np.float32),
-        "expression": w_ex.astype(np.float32),
-        "expression_active": {model.expression_names[i]: float(w_ex[i]) for i in np.flatnonzero(w_ex)},
-        "yaw_deg": pose["yaw"], "pitch_deg": pose["pitch"], "roll_deg": pose["roll"],
-        "rotation": rot.astype(np.float64),
-        "translation_mm": t.astype(np.float64),
-        "focal_px": float(f),
-        "z_ref_mm": z_ref,
-        "distance_mm": dist,
-        "crop_scale": s_j,
-        "crop_shift": np.asarray(sh_j, dtype=np.float64),
-        "resolution": R,
-        "light": light,
-        "appearance": app,
-        "background": bg_info,
-        "hair": hair_info,
-        "occluders": occ_info,
-        "degrade": deg_info,
-        "n_face_tris": rm.n_face_tris,
-    }
-    out = {
-        "image": image,
-        "xyz": xyz,
-        "corr": corr,
-        "mask": mask,
-        "vertices_cam": verts_label.astype(np.float32),
-        "landmarks_2d": lm2d,
-        "meta": meta,
-    }
-    if return_raster:
-        out["tri_id"] = tri_id
-        out["bary"] = bary
-        out["hair_alpha"] = (hair[..., 3].copy() if hair is not None
-                             else np.zeros((R, R), dtype=np.float32))
-    return out
+    return xyz, corr
 
 
 def _over(img: np.ndarray, layer: np.ndarray) -> None:
