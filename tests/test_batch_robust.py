@@ -8,28 +8,18 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_pipeline import pipeline, sample  # noqa: F401 - the same oracle fixtures
 
 from pix2vertex_addon.core.batch import run_batch
 
 from oracle import oracle_pipeline
 
 
-@pytest.fixture(scope="module")
-def sample():
-    from pix2vertex_addon.core.synth import generate_sample
-
-    return generate_sample(11, 256, clean=True)
-
-
-@pytest.fixture(scope="module")
-def pipeline(sample, face_model):
-    return oracle_pipeline(sample, face_model)
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_photo_named_dot_dot_jpg_never_replaces_the_output_folder(tmp_path, pipeline, sample):
     """Data loss of the old code: ``..jpg`` has the stem ``.``, its result folder was the output
     folder itself, and --overwrite replaced every other result and the user's own files."""
@@ -77,6 +67,7 @@ def test_result_names_stay_inside_the_output_folder(tmp_path, base):
     assert name.split(".")[0].upper() != "CON"
 
 
+@pytest.mark.slow
 def test_resume_skips_only_the_same_input(tmp_path, pipeline, sample):
     a = _save(tmp_path / "A" / "image.png", sample["image"])
     b = _save(tmp_path / "B" / "image.png", sample["image"], tweak=1)
@@ -111,6 +102,7 @@ def test_a_folder_that_is_not_a_result_is_never_replaced(tmp_path, pipeline, sam
     assert (out / "holiday" / "mine.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_recursive_names_do_not_depend_on_other_photos(tmp_path, pipeline, sample):
     from pix2vertex_addon.core.batch import gather_inputs
 
@@ -278,6 +270,7 @@ class _BlindOnThird:
         return maps
 
 
+@pytest.mark.slow
 def test_every_face_found_is_reconstructed_or_reported(tmp_path, sample, face_model):
     from pix2vertex_addon.core.pipeline import Pipeline, PipelineOptions
 
@@ -343,6 +336,7 @@ def test_a_full_disk_during_the_batch_stops_it_instead_of_failing_every_photo(tm
     assert "STOPPED" in rep.summary() and not rep.ok
 
 
+@pytest.mark.slow
 def test_results_of_older_versions_are_redone_only_for_their_own_photo(tmp_path, pipeline, sample):
     a = _save(tmp_path / "A" / "image.png", sample["image"])
     b = _save(tmp_path / "B" / "image.png", sample["image"], tweak=1)

@@ -112,6 +112,7 @@ def test_reconstruct_warps_the_template_in_place(scene_with_template, oracle, ph
     assert obj.modifiers[SUBDIV_MOD].subdivision_type == "SIMPLE"
 
 
+@pytest.mark.slow
 def test_detail_modifier_reproduces_the_detail_field_and_strength_scales_it(scene_with_template, oracle, photo):
     import bpy
 
@@ -347,6 +348,7 @@ def test_errors_reach_the_user_and_change_nothing(scene_with_template, oracle, t
     assert obj.data.shape_keys is None and len(obj.modifiers) == 0
 
 
+@pytest.mark.slow
 def test_batch_over_a_folder_with_a_bad_file(empty_scene, oracle, sample, tmp_path):
     import bpy
 

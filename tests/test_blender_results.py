@@ -14,6 +14,7 @@ from test_blender_reconstruct import oracle, photo, sample, scene_with_template 
 from conftest import addon_module
 
 
+@pytest.mark.slow
 def test_reconstruct_report_matches_the_batch(scene_with_template, oracle, photo, tmp_path):  # noqa: F811
     import bpy
 
@@ -43,6 +44,7 @@ def test_reconstruct_never_replaces_another_photos_result(scene_with_template, o
     assert rep["identity"]["input"]["path"] == str(Path(photo).resolve())
 
 
+@pytest.mark.slow
 def test_empty_results_setting_leaves_nothing_behind(scene_with_template, oracle):  # noqa: F811
     import bpy
 

@@ -56,6 +56,7 @@ def _copies() -> list[str]:
                                 bpy.data.textures) for b in coll if re.search(SUFFIXED, b.name)]
 
 
+@pytest.mark.slow
 def test_same_file_name_two_templates_stay_independent_and_reruns_replace(empty_scene, oracle, two_image_pngs,  # noqa: F811
                                                                         tmp_path):
     import bpy
@@ -80,6 +81,7 @@ def test_same_file_name_two_templates_stay_independent_and_reruns_replace(empty_
     assert orphans == []
 
 
+@pytest.mark.slow
 def test_linked_duplicate_gets_its_own_mesh(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
     import bpy
 
@@ -92,6 +94,7 @@ def test_linked_duplicate_gets_its_own_mesh(empty_scene, oracle, two_image_pngs,
     assert first.active_material is not dup.active_material
 
 
+@pytest.mark.slow
 def test_material_has_normal_map_and_raw_texture(empty_scene, oracle, two_image_pngs, tmp_path):  # noqa: F811
     import bpy
 
@@ -146,6 +149,7 @@ def _round_trip(addon: str, export, reimport, photo, tmp_path, build: str = "FAC
     return n_keys, got, normal
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", ["FACE", "HEAD"])
 def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, oracle, two_image_pngs, tmp_path,  # noqa: F811
                                                                 build):
@@ -161,6 +165,7 @@ def test_gltf_round_trip_keeps_material_textures_and_shape_keys(empty_scene, ora
     assert normal.inputs["Strength"].default_value == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", ["FACE", "HEAD"])
 def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_image_pngs, tmp_path, build):  # noqa: F811
     import bpy
@@ -173,6 +178,7 @@ def test_fbx_round_trip_with_the_documented_settings(empty_scene, oracle, two_im
         lambda p: bpy.ops.import_scene.fbx(filepath=p), two_image_pngs[0], tmp_path, build)
 
 
+@pytest.mark.slow
 def test_find_faces_shows_the_overlay_and_a_missing_face_is_a_clear_error(empty_scene, oracle, two_image_pngs,  # noqa: F811
                                                                          tmp_path):
     import bpy

@@ -82,6 +82,7 @@ def test_rejects_wrong_arrays(detector):
         detector.detect(np.zeros((10, 10), np.uint8))
 
 
+@pytest.mark.slow
 def test_12000_by_9000_photo(detector, tmp_path):
     from PIL import Image
 

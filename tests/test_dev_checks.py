@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -16,6 +18,7 @@ def test_ruff_is_clean():
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_mypy_core_is_clean():
     r = subprocess.run([sys.executable, "-m", "mypy", "pix2vertex_addon/core"], cwd=REPO,
                        capture_output=True, text=True, timeout=900)

@@ -238,6 +238,7 @@ def test_fit_through_the_registration_on_known_faces(face_model, seed):
     assert e_id < 1.5 and e_neutral < 1.8 and e_neutral < 0.6 * e_raw, (e_id, e_neutral, e_raw)
 
 
+@pytest.mark.slow
 def test_head_from_a_written_result(face_model, tmp_path):
     """The command line's path: a result folder (oracle pipeline) -> head files built from its
     face_base.obj, equal to the head built from the reconstruction itself."""

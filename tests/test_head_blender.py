@@ -67,6 +67,7 @@ def _key_co(key) -> np.ndarray:
     return co.reshape(-1, 3)
 
 
+@pytest.mark.slow
 def test_reconstruct_builds_a_rigged_head(head_scene, face_model):
     import bpy
 
@@ -112,6 +113,7 @@ def test_reconstruct_builds_a_rigged_head(head_scene, face_model):
     _head_object()
 
 
+@pytest.mark.slow
 def test_gltf_export_and_import_keep_every_morph_target(head_scene, tmp_path):
     import bpy
 
@@ -133,6 +135,7 @@ def test_gltf_export_and_import_keep_every_morph_target(head_scene, tmp_path):
     assert len(got.vertices) == n_vertices
 
 
+@pytest.mark.slow
 def test_the_core_glb_imports_into_blender(head_scene):
     import bpy
 
@@ -154,6 +157,7 @@ def test_the_core_glb_imports_into_blender(head_scene):
     assert len(got.materials) == 8 and got.materials[0].node_tree.nodes.get("Image Texture") is not None
 
 
+@pytest.mark.slow
 def test_face_only_and_no_arkit_options(oracle_template, tmp_path):
     import bpy
 

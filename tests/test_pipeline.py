@@ -113,6 +113,7 @@ def _batch_folder(tmp_path, sample):
     return d
 
 
+@pytest.mark.slow
 def test_batch_goes_on_past_bad_photos(tmp_path, pipeline, sample):
     folder = _batch_folder(tmp_path, sample)
     files, missing = collect_inputs([folder, tmp_path / "nope"])
@@ -137,6 +138,7 @@ def test_batch_goes_on_past_bad_photos(tmp_path, pipeline, sample):
     assert len(redo.done) == 1
 
 
+@pytest.mark.slow
 def test_cancelled_batch_leaves_only_whole_results(tmp_path, pipeline, sample):
     folder = _batch_folder(tmp_path, sample)
     files, _ = collect_inputs([folder])

@@ -466,6 +466,7 @@ def test_synth_dataset_picklable_and_split_bound(model):
     assert int(ds2[1]["seed"]) == int(item["seed"]) + 3
 
 
+@pytest.mark.slow
 def test_core_synth_does_not_import_bpy():
     code = ("import sys; import pix2vertex_addon.core.synth as s; from pix2vertex_addon.core.synth "
             "import SynthDataset, dataset; assert 'bpy' not in sys.modules, 'bpy imported'")

@@ -112,6 +112,7 @@ def _sample(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return _bilinear(img, np.stack([uv[:, 0] * s, (1 - uv[:, 1]) * s], axis=1))
 
 
+@pytest.mark.slow
 def test_normal_map_reproduces_the_detail_normals(fringe_case, face_model):
     from pix2vertex_addon.core.geometry.laplacian import vertex_normals
     from pix2vertex_addon.core.normal_map import _quad_tris

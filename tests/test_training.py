@@ -253,6 +253,7 @@ def test_average_weights_script(tmp_path):
         mod.main(["--weights", str(tmp_path / "wa"), str(tmp_path / "wc"), "--out", str(tmp_path / "bad")])
 
 
+@pytest.mark.slow
 def test_gpu_chunk_script(tmp_path):
     """scripts/gpu_chunk.sh (run on the device machine): trains from the init weights on the given
     data offset and leaves the exported weights, the log and the options in $OUT."""
@@ -285,6 +286,7 @@ def test_gpu_chunk_script(tmp_path):
     assert r.returncode != 0 and "data offset" in r.stderr
 
 
+@pytest.mark.slow
 def test_eval_reconstruction_script(tmp_path):
     """scripts/eval_reconstruction.py: the similarity fit recovers a known transform; with the true
     maps in place of the networks the fitted template lies within the registration's accuracy of
