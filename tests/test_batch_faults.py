@@ -71,7 +71,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     rng = random.Random(18)
     kills = 0
     left: list[str] = []  # what the killed runs left (removed by the next run)
-    for _ in range(8):
+    for run in range(8):
         proc = subprocess.Popen([sys.executable, str(script), str(src), str(out)], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None
@@ -84,7 +84,14 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
                 finished = True
                 break
         if not finished:
-            time.sleep(rng.uniform(0.0, 0.3))  # ... plus a random delay, so writes are hit too
+            if run % 2:  # ... plus a random delay
+                time.sleep(rng.uniform(0.0, 0.3))
+            else:  # ... or the moment a result folder is being written (its hidden .partial- folder)
+                t0 = time.monotonic()
+                while proc.poll() is None and time.monotonic() - t0 < 60:
+                    if any(".partial-" in q.name for q in out.iterdir()):
+                        break
+                    time.sleep(0.002)
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(timeout=120)
