@@ -121,10 +121,9 @@ def _damaged_weights(root: Path, what: str) -> Path:
 
 def _bad_face_model(root: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from pix2vertex_addon.core.face_model import resolve_face_model_path
+    from pix2vertex_addon.core.face_model import _read_arrays, resolve_face_model_path
 
-    with np.load(resolve_face_model_path(None), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = _read_arrays(resolve_face_model_path(None))  # the npz or the shipped pack alike
     arrays["face_uvs"] = arrays["face_uvs"].copy()
     arrays["face_uvs"].flat[0] = 10**6
     out = root / "bad_model.npz"

@@ -38,8 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model(face_model):
-    return face_model
+def model():
+    """The model the synthetic data are rendered from (the exact npz where it is)."""
+    from pix2vertex_addon.core.face_model import load_synth_face_model
+
+    return load_synth_face_model()
 
 
 def _posed_render_vertices(model, meta):
