@@ -18,7 +18,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import _bootstrap
 
 _bootstrap.import_addon()
 
+from pix2vertex_addon.core.export import AtomicFolder  # noqa: E402
 from pix2vertex_addon.core.face_model import (  # noqa: E402
     ENV_VAR,
     PACK_FILES,
@@ -52,8 +52,7 @@ def build_pack(source: Path, out: Path) -> list[tuple[str, int]]:
     """Write the pack for ``source`` into ``out`` (replaced whole); returns (file, bytes)."""
     arrays = _read_and_validate(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".face_pack-", dir=out.parent))
-    try:
+    with AtomicFolder(out, overwrite=True) as tmp:  # the old pack is replaced in one rename
         sizes = []
         for name, keys in PACK_FILES.items():
             data = {k: arrays[k].astype(np.float16) if k in PACK_FP16 else arrays[k] for k in keys}
@@ -70,14 +69,6 @@ def build_pack(source: Path, out: Path) -> list[tuple[str, int]]:
         else:
             raise SystemExit(f"{LICENSE_NAME} not found next to {source}: the pack must carry it")
         (tmp / "README.md").write_text(README, encoding="utf-8")
-        tmp.chmod(0o755)
-        old = out.with_name(out.name + ".old")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return sizes
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pix2vertex_addon.core.batch import collect_inputs, output_names, run_batch
+from pix2vertex_addon.core.export import read_obj_vertices
 from pix2vertex_addon.core.pipeline import STAGES, Cancelled
 from pix2vertex_addon.core.results import RESULT_FILES, write_result
 
@@ -66,16 +67,12 @@ def test_progress_and_cancel(pipeline, sample):
         pipeline.reconstruct(sample["image"], progress=cancel_at_registration, cancel=stop)
 
 
-def _read_obj_vertices(path):
-    return np.array([[float(x) for x in ln.split()[1:]] for ln in path.read_text().splitlines() if ln.startswith("v ")])
-
-
 def test_result_files(tmp_path, rec, sample, face_model):
     out = write_result(tmp_path / "s11", sample["image"], rec, face_model.template)
     assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES + ("face_base.mtl",))
-    base = _read_obj_vertices(out / "face_base.obj")
+    base = read_obj_vertices(out / "face_base.obj")
     np.testing.assert_allclose(base, rec.vertices_model / 1000.0, atol=2e-6)  # metres, template order
-    det = _read_obj_vertices(out / "face.obj")
+    det = read_obj_vertices(out / "face.obj")
     assert len(det) > len(base) and len(det) == len(rec.detail.vertices)
     assert np.abs(det[: len(base)] - base).max() < 0.005, "subdivided mesh starts with the template's vertices"
     depth = np.load(out / "depth.npy")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["AtomicFolder", "OutputError", "OutputLock", "LockedError", "check_output_folder", "clean_leftovers",
-           "write_obj", "write_json", "format_obj", "sha256_file", "LEFTOVER_RE", "MIN_FREE_BYTES"]
+           "write_obj", "write_json", "format_obj", "read_obj_vertices", "sha256_file", "LEFTOVER_RE", "MIN_FREE_BYTES"]
 
 LEFTOVER_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-[0-9a-f]{8}$")
 LOCK_NAME = ".p2v.lock"
@@ -259,6 +259,13 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
     Path(path).write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
+
+
+def read_obj_vertices(path: str | os.PathLike[str]) -> np.ndarray:
+    """(V, 3) the ``v`` lines of an OBJ file, in file order."""
+    rows = [line.split()[1:4] for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.startswith("v ")]
+    return np.asarray(rows, dtype=np.float64)
 
 
 def _rows(buf: io.StringIO, fmt: str, a: np.ndarray) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .export import _rows
+from .export import _rows, read_obj_vertices
 from .face_model import FaceModel, load_face_model
 from .gltf import GltfMaterial, write_glb
 from .head import ARKIT_FROM_ICT, HEAD_MATERIALS, PHOTO_EXPRESSION, Head, build_head
@@ -114,13 +114,6 @@ def write_head_files(folder: str | os.PathLike[str], head: Head, model: FaceMode
     }
     write_bytes_atomic(folder / "head.json", (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     return [folder / n for n in HEAD_FILES]
-
-
-def read_obj_vertices(path: str | os.PathLike[str]) -> np.ndarray:
-    """(V, 3) the ``v`` lines of an OBJ file, in file order."""
-    rows = [line.split()[1:4] for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if line.startswith("v ")]
-    return np.asarray(rows, dtype=np.float64)
 
 
 def head_from_result(folder: str | os.PathLike[str], model: FaceModel | str | None = None,
