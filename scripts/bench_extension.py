@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import bpy
 zip_path, photo, out, again = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "again"
+profile = sys.argv[5] if len(sys.argv) > 5 else ""
 res = {"has_torch": importlib.util.find_spec("torch") is not None,
        "has_scipy": importlib.util.find_spec("scipy") is not None}
 mod = "bl_ext.user_default.pix2vertex"
@@ -55,10 +56,17 @@ s.image_path = photo
 s.output_dir = str(out / "results")
 bpy.context.preferences.addons[mod].preferences.threads = 2
 times = []
-for _ in range(2):
+for i in range(2):
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     t = time.perf_counter()
     res["reconstruct"] = sorted(bpy.ops.p2v.reconstruct())
     times.append(time.perf_counter() - t)
+    if profile:
+        prof.disable()
+        prof.dump_stats(f"{profile}-{'again' if again else 'install'}-{i}.prof")
 res["times"] = times
 key = s.template.data.shape_keys.key_blocks["p2v Reconstruction"]
 co = np.empty(len(key.data) * 3, np.float32)
@@ -92,12 +100,14 @@ def _offline(cmd: list[str]) -> tuple[list[str], str]:
     return cmd, "proxy variables pointing at a closed port"
 
 
-def install_and_reconstruct(zip_path: Path, photo: Path, work: Path, again: bool = False) -> tuple[dict, str]:
+def install_and_reconstruct(zip_path: Path, photo: Path, work: Path, again: bool = False,
+                            profile: str = "") -> tuple[dict, str]:
     """Run :data:`_IN_BLENDER` in a clean, offline Python; returns its result and how it was cut
-    off from the network. ``again``: in a new session with the extension already installed."""
+    off from the network. ``again``: in a new session with the extension already installed.
+    ``profile``: a path prefix; each Reconstruct's cProfile statistics go to ``PREFIX-MODE-I.prof``."""
     py = work / "venv" / "bin" / "python" if again else _clean_python(work / "venv")
     mode = "again" if again else "install"
-    cmd, how = _offline([str(py), "-c", _IN_BLENDER, str(zip_path), str(photo), str(work), mode])
+    cmd, how = _offline([str(py), "-c", _IN_BLENDER, str(zip_path), str(photo), str(work), mode, profile])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("P2V_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(BLENDER_USER_RESOURCES=str(work / "blender-user"), PYTHONNOUSERSITE="1")
     env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
@@ -112,6 +122,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zip", type=Path, help="the Linux extension zip (default: build it)")
     ap.add_argument("--photo", type=Path, help="photo (default: scikit-image's astronaut)")
+    ap.add_argument("--profile", type=Path, help="write cProfile statistics of each Reconstruct as PREFIX-*.prof")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="p2v-bench-ext-") as tmp:
         work = Path(tmp)
@@ -126,8 +137,9 @@ def main(argv: list[str]) -> int:
             import skimage
 
             photo = Path(skimage.data_dir) / "astronaut.png"
-        res, how = install_and_reconstruct(z.resolve(), photo.resolve(), work)
-        res2, _ = install_and_reconstruct(z.resolve(), photo.resolve(), work, again=True)
+        prof = str(a.profile.resolve()) if a.profile else ""
+        res, how = install_and_reconstruct(z.resolve(), photo.resolve(), work, profile=prof)
+        res2, _ = install_and_reconstruct(z.resolve(), photo.resolve(), work, again=True, profile=prof)
         report = json.loads((work / "results" / photo.stem / "report.json").read_text())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
