@@ -40,11 +40,13 @@ profile = sys.argv[5] if len(sys.argv) > 5 else ""
 res = {"has_torch": importlib.util.find_spec("torch") is not None,
        "has_scipy": importlib.util.find_spec("scipy") is not None}
 mod = "bl_ext.user_default.pix2vertex"
-if again:  # a later Blender session: the extension is installed, its packages compiled once
-    bpy.ops.extensions.repo_refresh_all()
-    bpy.ops.preferences.addon_enable(module=mod)
+if again:  # a later Blender session: the extension installed and enabled in the saved preferences
+    res["enabled_at_start"] = mod in bpy.context.preferences.addons
+    if not res["enabled_at_start"]:
+        bpy.ops.preferences.addon_enable(module=mod)
 else:
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    bpy.ops.wm.save_userpref()  # as Blender does on quit: the next session starts with it enabled
 res["enabled"] = mod in bpy.context.preferences.addons
 deps = sys.modules[mod + ".pix2vertex_addon.blender.deps"]
 res["status"] = [[t, ok] for t, ok, _ in deps.status_lines(bpy.context)]

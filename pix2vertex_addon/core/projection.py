@@ -17,7 +17,7 @@ from .camera import CropCamera
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
-           "texel_weights", "TexelView"]
+           "texel_weights", "TexelView", "uv_raster"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -88,6 +88,60 @@ def _bilinear(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return out.reshape(rows * width, -1)[:n].astype(np.float32)
 
 
+_UV_SHIFT = 8  # fractional bits of the vertex coordinates given to OpenCV's polygon filler
+
+
+def uv_raster(tri_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tri_id (size, size) int64, bary (size, size, 3) float32) of triangles (T, 3, 2) laid out
+    in UV space (row 0 = v of 1, as images are stored); -1 and 0 off every triangle.
+
+    UV islands do not overlap, so there is no depth to resolve: each triangle is filled by
+    OpenCV's convex-polygon filler, which takes the pixels whose centres it holds and those its
+    edges cross; smaller triangles first, so that a larger neighbour keeps a shared border pixel.
+    The barycentrics of each pixel centre in its triangle are exact, clipped into the triangle
+    where the centre lies just outside it (a border pixel: the baked point moves by about a
+    pixel at most, two at a sliver), so a vertex field baked through them stays within the
+    triangle's values. Where both have a
+    triangle, this raster and :func:`.raster_np.rasterize_np`'s (the triangle holding the centre)
+    give the same field up to that sub-pixel clipping; the filler also takes the pixels its
+    island's outer border crosses. About ten times faster than the z-buffer rasteriser.
+    Degenerate triangles are skipped.
+    """
+    import cv2
+
+    t = np.asarray(tri_uv, dtype=np.float64)
+    px = np.empty_like(t)
+    px[..., 0] = t[..., 0] * size
+    px[..., 1] = (1.0 - t[..., 1]) * size
+    e1, e2 = px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]
+    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.isfinite(area) & (np.abs(area) > 1e-9)
+    order = np.flatnonzero(ok)[np.argsort(np.abs(area[ok]), kind="stable")]
+    # OpenCV's pixel (i, j) has its centre at integer coordinates; ours at integer + 0.5
+    fixed = np.clip(np.round((np.nan_to_num(px) - 0.5) * (1 << _UV_SHIFT)), -(2**30), 2**30).astype(np.int32)
+    img = np.full((size, size), -1, dtype=np.int32)
+    fill = cv2.fillConvexPoly
+    for i in order.tolist():
+        fill(img, fixed[i], i, lineType=cv2.LINE_8, shift=_UV_SHIFT)
+    # b1, b2 as affine functions of the pixel centre relative to the triangle's first corner
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(ok, 1.0 / np.where(ok, area, 1.0), 0.0)
+    coef = np.stack([e2[:, 1] * inv, -e2[:, 0] * inv, -e1[:, 1] * inv, e1[:, 0] * inv, px[:, 0, 0], px[:, 0, 1]],
+                    axis=1)
+    c = coef.astype(np.float32)[np.maximum(img, 0)]  # (S, S, 6); offsets of a few pixels: float32 suffices
+    centres = np.arange(size, dtype=np.float32) + np.float32(0.5)
+    dx = centres[None, :] - c[..., 4]
+    dy = centres[:, None] - c[..., 5]
+    bary = np.empty((size, size, 3), dtype=np.float32)
+    bary[..., 1] = c[..., 0] * dx + c[..., 1] * dy
+    bary[..., 2] = c[..., 2] * dx + c[..., 3] * dy
+    bary[..., 0] = np.float32(1.0) - bary[..., 1] - bary[..., 2]
+    np.maximum(bary, np.float32(0.0), out=bary)
+    bary /= bary.sum(axis=2, keepdims=True)
+    bary[img < 0] = 0.0
+    return img.astype(np.int64), bary
+
+
 _UV_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
@@ -112,13 +166,7 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
         _UV_CACHE[key] = (tri_vert, shared[1], shared[2])
         return _UV_CACHE[key]
     tri_uv = uvs[tri_poly[:, None], tri_corner].astype(np.float64)
-    # a flat "camera" view of UV space (v = 1 at the top row, as images are stored)
-    zc = 10.0
-    p = np.empty((tri_uv.shape[0] * 3, 3))
-    p[:, 0] = tri_uv[..., 0].ravel() * size - size / 2.0
-    p[:, 1] = (1.0 - tri_uv[..., 1].ravel()) * size - size / 2.0
-    p[:, 2] = zc
-    tid, bary, _ = rasterize_np(p, np.arange(len(p)).reshape(-1, 3), zc, size)
+    tid, bary = uv_raster(tri_uv, size)
     for a in (tid, bary):
         a.setflags(write=False)
     if len(_UV_CACHE) > 8:
@@ -153,8 +201,9 @@ def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
     inside = np.flatnonzero(inside_img.ravel())
     tv = tri_vert[tid.ravel()[inside]]
     n = len(inside)
-    w = sp.csr_matrix((bary.reshape(-1, 3)[inside].astype(np.float64).ravel(),
-                       (np.repeat(np.arange(n), 3), tv.ravel())), shape=(n, int(poly.max()) + 1))
+    # three entries per row, already in row order: the CSR arrays directly (no sort)
+    w = sp.csr_matrix((bary.reshape(-1, 3)[inside].astype(np.float64).ravel(), tv.ravel(),
+                       np.arange(0, 3 * n + 1, 3)), shape=(n, int(poly.max()) + 1))
     grown = source = np.zeros(0, dtype=np.int64)
     if bleed > 0 and n:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside_img, return_indices=True)
