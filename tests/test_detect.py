@@ -97,3 +97,31 @@ def test_12000_by_9000_photo(detector, tmp_path):
     f = detector.detect(photo)[0]
     cx = f.landmarks_68[:, 0].mean()
     assert 7000 < cx < 9048 and f.size > 300  # the face is ~360 px across
+
+
+def test_mediapipe_imports_without_its_drawing_helpers():
+    """The detector's import of MediaPipe leaves matplotlib (its drawing helpers' import, seconds
+    of a cold start) unimported, and the helpers still work for whoever uses them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pix2vertex_addon.core.detect import FaceDetector, import_mediapipe
+import skimage.data
+mp = import_mediapipe()
+faces = FaceDetector().detect(skimage.data.astronaut())
+print("before", "matplotlib" in sys.modules, len(faces))
+import mediapipe
+assert mediapipe is mp
+from mediapipe.python.solutions.drawing_utils import DrawingSpec
+style = mediapipe.solutions.drawing_styles.get_default_face_mesh_contours_style()
+print("after", "matplotlib" in sys.modules, type(DrawingSpec).__name__, len(style) > 0)
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1])],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("before", "after"))]
+    assert lines == ["before False 1", "after True type True"]

@@ -9,16 +9,79 @@ layout, whose bounding box defines the crop (``core/crop.py``), as for the synth
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from .crop import crop_box_from_landmarks, square_window
 
 __all__ = ["DetectedFace", "FaceDetector", "NoFaceError", "DetectorUnavailable", "MP_TO_IBUG68",
-           "min_face_px"]
+           "import_mediapipe", "min_face_px"]
+
+# MediaPipe's package initialiser imports every "solution" with its drawing helpers, and those
+# import matplotlib.pyplot: 1-3 s of a cold start for code the detector never calls.
+_LAZY_SOLUTIONS = ("drawing_utils", "drawing_styles")
+
+
+def _deferred_module(name: str, path: Path) -> ModuleType:
+    """A module ``name`` whose code (the file ``path``) runs on the first access to a name it
+    defines (a module ``__getattr__``, PEP 562): importing it costs nothing. Unlike
+    :class:`importlib.util.LazyLoader`, the import machinery's own look-ups (``__spec__``) do not
+    run it."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name} from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def __getattr__(attr: str) -> object:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        del mod.__dict__["__getattr__"]
+        try:
+            loader.exec_module(mod)
+        except BaseException:
+            mod.__dict__["__getattr__"] = __getattr__
+            raise
+        return getattr(mod, attr)
+
+    mod.__dict__["__getattr__"] = __getattr__
+    return mod
+
+
+def import_mediapipe() -> ModuleType:
+    """``import mediapipe`` with its drawing helpers (``mediapipe.solutions.drawing_utils`` and
+    ``drawing_styles``) deferred: they are placed in ``sys.modules`` before the package runs and
+    execute on first use, so matplotlib is imported only if someone (another add-on) draws with
+    them; everything else is MediaPipe as installed."""
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    spec = importlib.util.find_spec("mediapipe")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'mediapipe'")
+    root = Path(next(iter(spec.submodule_search_locations))) / "python" / "solutions"
+    deferred: dict[str, ModuleType] = {}
+    for name in _LAZY_SOLUTIONS:
+        full, path = f"mediapipe.python.solutions.{name}", root / f"{name}.py"
+        if full not in sys.modules and path.is_file():
+            deferred[name] = sys.modules[full] = _deferred_module(full, path)
+    try:
+        import mediapipe
+    except BaseException:
+        for name in deferred:
+            sys.modules.pop(f"mediapipe.python.solutions.{name}", None)
+        raise
+    solutions = sys.modules.get("mediapipe.python.solutions")
+    for name, mod in deferred.items():  # a module found in sys.modules is not bound to its package
+        if solutions is not None and name not in vars(solutions):
+            setattr(solutions, name, mod)
+    return mediapipe
 
 
 class NoFaceError(ValueError):
@@ -101,6 +164,7 @@ class FaceDetector:
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
+            import_mediapipe()
             from mediapipe.python.solutions import face_detection, face_mesh
         except ImportError as exc:
             raise DetectorUnavailable(
