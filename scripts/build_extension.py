@@ -17,8 +17,10 @@ hashes of the wheels it downloaded. Nothing else reaches the network.
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import json
+import py_compile
 import re
 import shutil
 import subprocess
@@ -65,6 +67,9 @@ PLATFORMS = {
     "macos-arm64": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64", "macosx_11_0_arm64",
                     "macosx_11_0_universal2", "macosx_10_9_universal2"],
 }
+
+
+BLENDER_PYTHON = (3, 11)  # Blender 5.0's Python: the bytecode the zip carries is for it
 
 
 def log(msg: str) -> None:
@@ -189,6 +194,15 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path) -> Pa
         raise SystemExit("[build_extension] blender_manifest.toml must not list wheels or platforms itself")
     head, sep, tail = text.partition("\n[permissions]")
     head += f"\nplatforms = {json.dumps(platforms)}\nwheels = [\n" + "".join(f'  "{r}",\n' for r in sorted(rel)) + "]\n"
+    # Blender never writes bytecode, so the add-on's own modules ship compiled (checked-hash .pyc:
+    # valid whatever the files' times after unzipping, ignored if a source is edited)
+    if sys.version_info[:2] == BLENDER_PYTHON:
+        mode = py_compile.PycInvalidationMode.CHECKED_HASH
+        compileall.compile_dir(str(src / "pix2vertex_addon"), quiet=1, invalidation_mode=mode)
+        compileall.compile_file(str(src / "__init__.py"), quiet=1, invalidation_mode=mode)
+        tail = tail.replace('  "__pycache__/",\n', "")
+    else:
+        log(f"Python {sys.version_info[0]}.{sys.version_info[1]} is not Blender's: the zip carries no bytecode")
     (src / "blender_manifest.toml").write_text(head + sep + tail)
     return src
 

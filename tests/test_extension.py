@@ -107,3 +107,26 @@ def test_zip_installs_and_enables_in_blender(extension_zip, tmp_path):
     }
     installed = tmp_path / "blender-user" / "extensions" / "user_default" / "pix2vertex"
     assert not installed.exists(), "uninstall removed the files"
+
+
+def test_staged_extension_carries_checked_hash_bytecode(tmp_path):
+    """Blender never writes bytecode, so the built zip carries the add-on's modules compiled:
+    checked-hash .pyc (valid whatever the unzipped files' times), beside every source."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_extension
+    finally:
+        sys.path.pop(0)
+    if sys.version_info[:2] != build_extension.BLENDER_PYTHON:
+        pytest.skip("bytecode is built for Blender's Python only")
+    src = build_extension.stage(["linux-x64"], {"linux-x64": []}, tmp_path)
+    import importlib.util
+
+    sources = sorted((src / "pix2vertex_addon").rglob("*.py"))
+    assert len(sources) > 30
+    for py in sources:
+        pyc = Path(importlib.util.cache_from_source(str(py)))
+        assert pyc.is_file(), py
+        flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+        assert flags == 0b11, (py, flags)  # hash-based, checked against the source
+    assert '"__pycache__/"' not in (src / "blender_manifest.toml").read_text()
