@@ -321,11 +321,27 @@ def format_obj(
         buf.write(f"mtllib {mtl_file}\n")
     buf.write(f"o {name}\n")
     _rows(buf, "v %.6f %.6f %.6f", v)
+    buf.write(_obj_layout_text(f, corner_uvs, mtl_file, material))
+    return buf.getvalue()
+
+
+_LAYOUT_TEXT: dict[tuple, str] = {}
+
+
+def _obj_layout_text(f: np.ndarray, corner_uvs: np.ndarray | None, mtl_file: str | None, material: str) -> str:
+    """The ``vt``, ``usemtl`` and ``f`` lines of a layout: the same for every reconstruction onto
+    one template, so they are formatted once per layout and kept (a few MB)."""
+    uv = None if corner_uvs is None else np.asarray(corner_uvs, dtype=np.float64)
+    if uv is not None and uv.shape != f.shape + (2,):
+        raise ValueError(f"corner_uvs must be {f.shape + (2,)}, got {uv.shape}")
+    key = (f.shape, hash(f.tobytes()), None if uv is None else hash(np.nan_to_num(uv).tobytes()),
+           bool(mtl_file), material)
+    hit = _LAYOUT_TEXT.get(key)
+    if hit is not None:
+        return hit
+    buf = io.StringIO()
     valid = f >= 0
-    if corner_uvs is not None:
-        uv = np.asarray(corner_uvs, dtype=np.float64)
-        if uv.shape != f.shape + (2,):
-            raise ValueError(f"corner_uvs must be {f.shape + (2,)}, got {uv.shape}")
+    if uv is not None:
         uniq, inv = _unique_rows_2d(np.round(uv[valid], 7))
         _rows(buf, "vt %.7f %.7f", uniq)
         vt = np.full(f.shape, -1, dtype=np.int64)
@@ -338,7 +354,7 @@ def format_obj(
         if not rows.any():
             continue
         fi = f[rows][:, :k] + 1
-        if corner_uvs is not None:
+        if uv is not None:
             ti = vt[rows][:, :k] + 1
             cols = np.stack([fi, ti], axis=2).reshape(len(fi), 2 * k)
             fmt = "f " + " ".join(["%d/%d"] * k)
@@ -346,7 +362,11 @@ def format_obj(
             cols = fi
             fmt = "f " + " ".join(["%d"] * k)
         _rows(buf, fmt, cols)
-    return buf.getvalue()
+    text = buf.getvalue()
+    if len(_LAYOUT_TEXT) > 6:
+        _LAYOUT_TEXT.clear()
+    _LAYOUT_TEXT[key] = text
+    return text
 
 
 def write_obj(
