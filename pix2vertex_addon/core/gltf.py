@@ -65,20 +65,42 @@ class _Bin:
     def sparse_vec3(self, a: np.ndarray) -> int:
         """A VEC3 float accessor storing only the non-zero rows (morph targets are local)."""
         a = np.ascontiguousarray(a, dtype=np.float32)
-        rows = np.flatnonzero(np.abs(a).max(axis=1) > 0)
+        rows = np.flatnonzero((a != 0).any(axis=1))
+        vals = a[rows]
+        lo = vals.min(axis=0) if len(rows) else np.zeros(3)
+        hi = vals.max(axis=0) if len(rows) else np.zeros(3)
+        if len(rows) < len(a):  # the rows left out are zeros
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         acc: dict = {"componentType": _FLOAT, "count": int(a.shape[0]), "type": "VEC3",
-                     "min": [float(x) for x in a.min(axis=0)], "max": [float(x) for x in a.max(axis=0)]}
+                     "min": [float(x) for x in lo], "max": [float(x) for x in hi]}
         if len(rows):
             acc["sparse"] = {"count": int(len(rows)),
                              "indices": {"bufferView": self.view(rows.astype(np.uint32).tobytes()),
                                          "componentType": _UINT},
-                             "values": {"bufferView": self.view(a[rows].tobytes())}}
+                             "values": {"bufferView": self.view(vals.tobytes())}}
         self.accessors.append(acc)
         return len(self.accessors) - 1
 
 
+_SPLIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
 def _split_vertices(faces: np.ndarray, corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Triangle corners -> (glTF vertex per corner (T, 3), source vertex (M,), uv (M, 2))."""
+    """Triangle corners -> (glTF vertex per corner (T, 3), source vertex (M,), uv (M, 2)); the
+    same for every head made from one model, so it is kept per layout."""
+    key = (faces.shape, hash(faces.tobytes()), hash(np.nan_to_num(corner_uvs).tobytes()))
+    hit = _SPLIT_CACHE.get(key)
+    if hit is None:
+        hit = _split_vertices_uncached(faces, corner_uvs)
+        for a in hit:
+            a.setflags(write=False)
+        if len(_SPLIT_CACHE) > 4:
+            _SPLIT_CACHE.clear()
+        _SPLIT_CACHE[key] = hit
+    return hit
+
+
+def _split_vertices_uncached(faces: np.ndarray, corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     valid = faces >= 0
     key_uv = np.round(np.nan_to_num(corner_uvs, nan=-1.0) * 1e6).astype(np.int64)
     keys = np.stack([np.where(valid, faces, -1), key_uv[..., 0], key_uv[..., 1]], axis=-1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_bytes_atomic
-from .export import _rows, read_obj_vertices
+from .export import _rows, _unique_rows_2d, read_obj_vertices
 from .face_model import FaceModel, load_face_model
 from .gltf import GltfMaterial, write_glb
 from .head import ARKIT_FROM_ICT, HEAD_MATERIALS, PHOTO_EXPRESSION, Head, build_head
@@ -54,7 +54,7 @@ def format_head_obj(head: Head, mtl_file: str) -> str:
     _rows(buf, "v %.6f %.6f %.6f", head.vertices * MM_TO_M)
     f, uv = head.faces, head.corner_uvs
     valid = f >= 0
-    uniq, inv = np.unique(np.round(uv[valid].astype(np.float64), 7), axis=0, return_inverse=True)
+    uniq, inv = _unique_rows_2d(np.round(uv[valid].astype(np.float64), 7))
     _rows(buf, "vt %.7f %.7f", uniq)
     vt = np.full(f.shape, -1, dtype=np.int64)
     vt[valid] = inv.ravel()
