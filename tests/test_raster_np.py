@@ -107,3 +107,22 @@ def test_uv_raster_of_a_square_is_exact_inside():
     np.testing.assert_allclose(uv[inner], centre[m][inner], atol=1e-5)
     assert np.abs(uv - centre[m]).max() < 1.0 / size  # border texels: clipped by under a texel
     assert m.sum() >= (np.abs(centre - 0.5) < 0.4).all(-1).sum()
+
+
+def test_bleed_sources_are_the_nearest_island_texels():
+    """The band search finds the texels a full distance transform finds, at the same distance."""
+    from scipy import ndimage
+
+    from pix2vertex_addon.core.projection import bleed_sources
+
+    rng = np.random.default_rng(1)
+    inside = ndimage.binary_opening(rng.random((160, 160)) < 0.7, iterations=3)
+    for bleed in (1, 2, 4):
+        grown, source = bleed_sources(inside, bleed)
+        _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        ref = np.flatnonzero((ndimage.binary_dilation(inside, iterations=bleed) & ~inside).ravel())
+        np.testing.assert_array_equal(grown, ref)
+        assert inside.ravel()[source].all()
+        dist = np.hypot(*(np.array(np.divmod(source, 160)) - np.array(np.divmod(grown, 160))))
+        ref_dist = np.hypot(*(np.array(np.divmod((ir * 160 + ic).ravel()[ref], 160)) - np.array(np.divmod(ref, 160))))
+        np.testing.assert_allclose(dist, ref_dist)

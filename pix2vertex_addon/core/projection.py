@@ -17,7 +17,7 @@ from .camera import CropCamera
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
-           "texel_weights", "TexelView", "uv_raster"]
+           "texel_weights", "TexelView", "bleed_sources", "uv_raster"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -175,6 +175,31 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     return tri_vert, tid, bary
 
 
+def bleed_sources(inside: np.ndarray, bleed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(grown, source) flat indices: the texels outside ``inside`` (S, S) bool within ``bleed``
+    steps of it (4-connected, as ``ndimage.binary_dilation``) and, for each, its nearest inside
+    texel (Euclidean, within ``bleed``): the same as a full distance transform gives, searched only
+    in the thin band around the islands."""
+    s0, s1 = inside.shape
+    ring = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
+    grown = np.flatnonzero(ring.ravel())
+    r, c = np.divmod(grown, s1)
+    source = np.full(len(grown), -1, dtype=np.int64)
+    offsets = [(dy, dx) for dy in range(-bleed, bleed + 1) for dx in range(-bleed, bleed + 1)
+               if 0 < dy * dy + dx * dx <= bleed * bleed]
+    offsets.sort(key=lambda o: (o[0] * o[0] + o[1] * o[1], o))
+    todo = np.arange(len(grown))
+    for dy, dx in offsets:
+        if not todo.size:
+            break
+        rr, cc = r[todo] + dy, c[todo] + dx
+        ok = (rr >= 0) & (rr < s0) & (cc >= 0) & (cc < s1)
+        ok[ok] = inside[rr[ok], cc[ok]]
+        source[todo[ok]] = rr[ok] * s1 + cc[ok]
+        todo = todo[~ok]
+    return grown, source
+
+
 _WEIGHTS_CACHE: dict[tuple, tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = {}
 
 
@@ -206,10 +231,7 @@ def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
                        np.arange(0, 3 * n + 1, 3)), shape=(n, int(poly.max()) + 1))
     grown = source = np.zeros(0, dtype=np.int64)
     if bleed > 0 and n:
-        _, (ir, ic) = ndimage.distance_transform_edt(~inside_img, return_indices=True)
-        g = ndimage.binary_dilation(inside_img, iterations=bleed) & ~inside_img
-        grown = np.flatnonzero(g.ravel())
-        source = (ir * size + ic).ravel()[grown]
+        grown, source = bleed_sources(inside_img, bleed)
     for a in (inside, grown, source):
         a.setflags(write=False)
     if len(_WEIGHTS_CACHE) > 4:
