@@ -28,6 +28,9 @@ class OracleDetector:
         return [self.m.DetectedFace(box=np.r_[self.lm.min(0), self.lm.max(0)], score=1.0, landmarks_478=self.lm,
                                     landmarks_68=self.lm, crop=(0.0, 0.0, float(self.r)))]
 
+    def load(self):
+        pass
+
     def close(self):
         pass
 

@@ -38,6 +38,7 @@ def oracle(blender_addon, sample, face_model):
     key = (deps.face_model_path(bpy.context), os.cpu_count() or 2)
     model = addon_module("core.face_model").load_face_model(key[0])
     pipe = oracle_pipeline(sample, model, package=f"{ADDON_MODULE}.pix2vertex_addon")
+    jobs.wait_for_warm_up()  # a warm-up started by an earlier test must not replace it
     jobs._pipelines[key] = pipe
     yield pipe
     jobs._pipelines.pop(key, None)
@@ -429,3 +430,19 @@ def test_panels_draw_existing_properties_and_operators(scene_with_template, runn
         else:
             assert "p2v.batch_reconstruct" in ops
     s.running = False
+
+
+def test_choosing_a_photo_warms_the_pipeline_up(oracle, empty_scene, photo, monkeypatch):
+    """Choosing a photo starts the one-time work of the first Reconstruct in the background
+    (once per face model and thread count); Reconstruct waits for it instead of repeating it."""
+    jobs = addon_module("blender.jobs")
+    calls = []
+    monkeypatch.setattr(oracle, "warm_up", lambda *a, **k: calls.append(k))
+    jobs._warm.clear()
+    empty_scene.p2v.image_path = str(photo)
+    jobs.wait_for_warm_up(60)
+    empty_scene.p2v.image_path = ""
+    empty_scene.p2v.image_path = str(photo)  # the same pipeline: not again
+    jobs.wait_for_warm_up(60)
+    assert [t.name for t in jobs._warm.values()] == ["p2v-warm-up"]
+    assert calls == [{"detail_texture_sizes": (addon_module("blender.apply").DETAIL_TEXTURE_SIZE,)}]

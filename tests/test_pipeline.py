@@ -175,3 +175,25 @@ def test_subdivided_corner_uvs(face_model):
     centres = np.repeat(np.nanmean(np.where(valid[..., None], t.uvs, np.nan), axis=1), valid.sum(1), axis=0)
     np.testing.assert_allclose(uv[:, 2], centres, atol=1e-6)
     assert subdivide_corner_uvs(t.faces, t.uvs, 2).shape == (4 * valid.sum(), 4, 2)
+
+
+def test_warm_up_leaves_no_layout_work_for_the_first_result(pipeline, sample, tmp_path):
+    """After ``Pipeline.warm_up`` the first result (texture, mirror look-up, normal map) and
+    Blender's displacement image compute no UV-layout table of their own."""
+    from pix2vertex_addon.core import projection, texture
+    from pix2vertex_addon.core.geometry import subdivide_corner_uvs
+    from pix2vertex_addon.core.pipeline import PipelineOptions
+
+    caches = (projection._UV_CACHE, projection._WEIGHTS_CACHE, texture._MIRROR_CACHE)
+    for c in caches:
+        c.clear()
+    pipeline.warm_up(PipelineOptions(detail=True), texture_size=256, detail_texture_sizes=(512,))
+    filled = [dict(c) for c in caches]
+    assert all(filled)
+    rec = pipeline.reconstruct(sample["image"], PipelineOptions(detail=True))[0]
+    write_result(tmp_path / "r", sample["image"], rec, pipeline.model.template, texture_size=256)
+    t = pipeline.model.template
+    projection.bake_vertex_field(rec.detail.displacement, rec.detail.faces,
+                                 subdivide_corner_uvs(t.faces, t.uvs, rec.detail_levels), size=512)
+    for c, before in zip(caches, filled):
+        assert c.keys() == before.keys() and all(c[k] is before[k] for k in c)

@@ -100,6 +100,37 @@ def get_pipeline(face_model_path: str, threads: int):
         return p
 
 
+_warm: dict[tuple, threading.Thread] = {}
+
+
+def warm_up(face_model_path: str, threads: int, detail_texture_sizes: tuple[int, ...] = ()) -> None:
+    """Once per (face model, threads): in a background thread, build the pipeline and do the
+    first reconstruction's one-time work (:meth:`..core.pipeline.Pipeline.warm_up`), so that
+    Reconstruct runs at its usual speed the first time too. Started when the panel shows or a
+    photo is chosen; a failure is left for Reconstruct to report."""
+    key = (face_model_path, threads or (os.cpu_count() or 2))
+    if key in _warm:
+        return
+
+    def run() -> None:
+        try:
+            from ..core.pipeline import PipelineOptions
+
+            get_pipeline(face_model_path, threads).warm_up(PipelineOptions(detail=True),
+                                                           detail_texture_sizes=detail_texture_sizes)
+        except Exception:  # noqa: BLE001 - Reconstruct loads again and reports the error
+            pass
+
+    _warm[key] = t = threading.Thread(target=run, name="p2v-warm-up", daemon=True)
+    t.start()
+
+
+def wait_for_warm_up(timeout: float | None = None) -> None:
+    """Let a running warm-up finish (a job would only do the same work beside it)."""
+    for t in list(_warm.values()):
+        t.join(timeout)
+
+
 def release(timeout: float = 60.0) -> None:
     """Cancel a running job, wait for its worker to stop, then close the cached pipelines'
     detectors (on unregister). The worker checks the cancel flag between stages, so this waits
@@ -109,6 +140,8 @@ def release(timeout: float = 60.0) -> None:
     if job is not None:
         job.cancel()
         job.wait(timeout)
+    wait_for_warm_up(timeout)
+    _warm.clear()
     with _pipelines_lock:
         if job is None or job.done:
             for p in _pipelines.values():

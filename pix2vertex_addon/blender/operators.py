@@ -107,6 +107,19 @@ def _user_message(exc: BaseException) -> str:
     return f"Reconstruction failed: {type(exc).__name__}: {exc}"
 
 
+def warm_up_soon(context) -> None:
+    """Start the background warm-up (:func:`.jobs.warm_up`) when everything Reconstruct needs
+    is installed; called when the panel is drawn and when a photo is chosen."""
+    try:
+        if deps.blocking_reason(context):
+            return
+        from .apply import DETAIL_TEXTURE_SIZE
+
+        jobs.warm_up(deps.face_model_path(context), _threads(context), (DETAIL_TEXTURE_SIZE,))
+    except Exception:  # noqa: BLE001 - a convenience: Reconstruct reports any problem itself
+        pass
+
+
 # -- reconstruct ----------------------------------------------------------------------------------
 def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
     """Check the inputs (raises InputError) and start the reconstruction job: the core's one
@@ -135,6 +148,7 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
 
     def work(progress, cancel):
         progress(0.0, "Loading the networks")
+        jobs.wait_for_warm_up()
         pipe = jobs.get_pipeline(model_path, threads)
         with output_session(out_root, [folder_name]):
             res = reconstruct_photo(pipe, src, out_root, folder_name, opts, resume=False, replace_own=True,
@@ -298,6 +312,7 @@ def start_batch(context, run_in_thread: bool) -> jobs.Job:
 
     def work(progress, cancel):
         progress(0.0, "Loading the networks")
+        jobs.wait_for_warm_up()
         pipe = jobs.get_pipeline(model_path, threads)
 
         def prog(i, total, name, stage):

@@ -33,6 +33,10 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
         layout = self.layout
         s = context.scene.p2v
         reason = deps.blocking_reason(context)
+        if not reason:
+            from .operators import warm_up_soon
+
+            warm_up_soon(context)  # the first Reconstruct then runs as fast as the next ones
         if reason:
             box = layout.box()
             box.alert = True

@@ -18,12 +18,14 @@ def _update_detail(self: P2V_SceneSettings, context: bpy.types.Context) -> None:
         update_detail_modifiers(self.template, self.use_detail, self.detail_strength)
 
 
-def _update_preview(self: P2V_SceneSettings, _context: bpy.types.Context) -> None:
+def _update_preview(self: P2V_SceneSettings, context: bpy.types.Context) -> None:
     from . import faces
+    from .operators import warm_up_soon
     from .preview import clear_preview
 
     clear_preview()
     faces.clear()
+    warm_up_soon(context)
 
 
 def _update_face_index(self: P2V_SceneSettings, _context: bpy.types.Context) -> None:

@@ -175,6 +175,11 @@ class FaceDetector:
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
         )
 
+    def load(self) -> None:
+        """Load MediaPipe and its two models now (else on the first detection)."""
+        with self._lock:
+            self._load()
+
     def close(self) -> None:
         with self._lock:
             for obj in (self._det, self._mesh):

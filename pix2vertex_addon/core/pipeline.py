@@ -153,6 +153,24 @@ class Pipeline:
     def resolution(self) -> int:
         return int(self.predictor.resolution)
 
+    def warm_up(self, options: PipelineOptions | None = None, texture_size: int = 1024,
+                detail_texture_sizes: tuple[int, ...] = ()) -> None:
+        """Do now what the first reconstruction with ``options`` would do once: load the
+        detector's models and compute the UV-layout tables of the texture bake, its mirror
+        look-up, the detail's normal map and the detail images of ``detail_texture_sizes``
+        (Blender's displacement image). Then the first photo runs like the next ones. Safe in a
+        worker thread; a second call costs nothing."""
+        opts = options or PipelineOptions()
+        self.detector.load()
+        from .geometry import detail_field
+        from .results import prepare_layouts
+
+        detail = None
+        if opts.detail:  # the subdivided mesh the detail step makes (its quads), on a flat field
+            detail = detail_field(self.template_mm, self.faces, intensity=lambda p: np.zeros(len(p)),
+                                  levels=opts.detail_levels, damping=self.damping, edges=self.edges)
+        prepare_layouts(self.model.template, detail, opts.detail_levels, texture_size, detail_texture_sizes)
+
     def reconstruct(self, rgb: np.ndarray, options: PipelineOptions | None = None,
                     progress: ProgressFn | None = None, cancel: CancelFn = None) -> list[FaceReconstruction]:
         """Reconstruct the largest face of ``rgb`` ((H, W, 3) uint8), face ``options.face_index``,

@@ -39,16 +39,17 @@ from typing import Any
 import numpy as np
 
 from .export import AtomicFolder, sha256_file, write_json, write_obj
-from .geometry import subdivide_corner_uvs
+from .geometry import DetailResult, subdivide_corner_uvs
 from .images import save_png_atomic
 from .landmarks import photo_landmarks_68
 from .normal_map import bake_normal_map
 from .pipeline import FaceReconstruction
-from .projection import crop_depth, depth_map
-from .texture import clean_texture
+from .projection import bake_vertex_field, crop_depth, depth_map, texel_weights
+from .texture import clean_texture, mirror_texels
 from .viz import colormap, normals_rgb
 
-__all__ = ["write_result", "RESULT_FILES", "versions", "input_identity", "array_identity", "result_identity",
+__all__ = ["write_result", "prepare_layouts", "RESULT_FILES", "versions", "input_identity", "array_identity",
+           "result_identity",
            "read_identity", "identity_mismatch"]
 
 RESULT_FILES = ("face.obj", "face.mtl", "face_base.obj", "texture.png", "texture_raw.png", "normal.png",
@@ -165,6 +166,24 @@ def landmarks_doc(fitted_68: np.ndarray, detected_478: np.ndarray) -> dict:
     if det.shape == (478, 2):
         doc["detected_478"] = np.round(det, 2)
     return doc
+
+
+def prepare_layouts(template: Any, detail: DetailResult | None = None, detail_levels: int = 1,
+                    texture_size: int = 1024, detail_texture_sizes: tuple[int, ...] = ()) -> None:
+    """Compute (and keep, in the modules' caches) the UV-layout tables :func:`write_result`
+    and Blender's detail image need for ``template``: the texture's texel weights and mirror
+    look-up and, given a ``detail`` result of the same template, its normal map's and (each of
+    ``detail_texture_sizes``) displacement image's. The same calls as a real result, on zeros."""
+    faces, uvs = np.asarray(template.faces), np.asarray(template.uvs)
+    texel_weights(faces, uvs, texture_size)
+    mirror_texels(template.vertices_cm * 10.0, faces, uvs, texture_size)
+    if detail is None:
+        return
+    uv = subdivide_corner_uvs(faces, uvs, detail_levels)
+    zeros = np.zeros(len(detail.vertices))
+    bake_normal_map(detail.vertices, detail.faces, uv, zeros, size=texture_size)
+    for size in detail_texture_sizes:
+        bake_vertex_field(zeros, detail.faces, uv, size=size)
 
 
 def write_result(
