@@ -82,7 +82,8 @@ def _imports(source: str, package: tuple[str, ...]) -> list[str]:
             elif node.level - 1 > len(package):
                 base = "<above the top>"
             else:
-                base = ".".join([*package[: len(package) - node.level + 1], *([node.module] if node.module else [])])
+                top = package[: len(package) - node.level + 1]
+                base = ".".join([*top, *([node.module] if node.module else [])])
             out += [base] + [f"{base}.{a.name}".lstrip(".") for a in node.names]
     return out
 
@@ -135,7 +136,8 @@ def test_nothing_that_ships_imports_the_training_code():
            "pix2vertex_addon/core/geometry/bad.py": "from ... import training\n",
            "pix2vertex_addon/blender/bad.py": "import pix2vertex_addon.training.losses\n"}
     assert _training_imports(bad) == {
-        "pix2vertex_addon/core/bad.py": ["pix2vertex_addon.training.synth", "pix2vertex_addon.training.synth.generate_sample"],
+        "pix2vertex_addon/core/bad.py": ["pix2vertex_addon.training.synth",
+                                         "pix2vertex_addon.training.synth.generate_sample"],
         "pix2vertex_addon/core/geometry/bad.py": ["pix2vertex_addon.training"],
         "pix2vertex_addon/blender/bad.py": ["pix2vertex_addon.training.losses"],
     }
@@ -164,7 +166,8 @@ def test_build_script_refuses_a_zip_with_training_code(tmp_path):
     finally:
         sys.path.pop(0)
     good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
-    for path, extra in ((good, "pix2vertex_addon/core/raster_np.py"), (bad, "pix2vertex_addon/training/synth/raster.py")):
+    for path, extra in ((good, "pix2vertex_addon/core/raster_np.py"),
+                        (bad, "pix2vertex_addon/training/synth/raster.py")):
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("blender_manifest.toml", "")
             z.writestr(extra, "")
