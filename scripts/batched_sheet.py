@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from pix2vertex_addon.core.images import save_png_atomic
-    from pix2vertex_addon.core.synth import generate_sample
     from pix2vertex_addon.training.batch_synth import BatchGenerator
+    from pix2vertex_addon.training.synth import generate_sample
 
     gen = BatchGenerator(a.resolution, "cpu")
     top = gen.render(gen.params(a.seeds), as_uint8=True)["image"].permute(0, 2, 3, 1).numpy()

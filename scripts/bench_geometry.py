@@ -47,7 +47,7 @@ from pix2vertex_addon.core.geometry import (  # noqa: E402
     fit_affine_ransac,
     register,
 )
-from pix2vertex_addon.core.geometry._synthetic import exact_maps  # noqa: E402
+from pix2vertex_addon.training.synth.exact_maps import exact_maps  # noqa: E402
 
 TRIMESH_DEFAULT_STEPS = [[0.01, 10, 0.5, 10], [0.02, 5, 0.5, 10], [0.03, 2.5, 0.5, 10],
                          [0.01, 0, 0.0, 10]]
@@ -83,7 +83,7 @@ def _trimesh(va, tris, target, ti, tj, iters, full):
 def _shade(vertices, tris, rot, size, centre, extent, colour):
     """Smooth-shaded grey render (H, W, 3) uint8 of a mesh (label frame, mm) turned by ``rot``."""
     from pix2vertex_addon.core.geometry import vertex_normals
-    from pix2vertex_addon.core.synth.raster import interpolate, rasterize
+    from pix2vertex_addon.training.synth.raster import interpolate, rasterize
 
     dist = 1500.0
     v = (vertices - centre) @ rot.T + np.array([0.0, 0.0, dist])
@@ -186,7 +186,7 @@ def accuracy_sweep(n, variants=None):
     from scipy.spatial import cKDTree
 
     from pix2vertex_addon.core.geometry import RegistrationParams
-    from pix2vertex_addon.core.geometry._synthetic import degrade_maps
+    from pix2vertex_addon.training.synth.exact_maps import degrade_maps
 
     model, T, canon, scale, tmpl, _ = _setup()
     variants = variants or {"default": {}}

@@ -44,7 +44,7 @@ def aligned_error(x: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def measure(model, seed: int, source: str, noise_mm: float, max_yaw: float) -> dict | None:
     from pix2vertex_addon.core.head import build_head
     from pix2vertex_addon.core.pipeline import PipelineOptions
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     sample = generate_sample(seed, 256, clean=True)
     meta = sample["meta"]
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-yaw", type=float, default=30.0, help="skip samples turned further (degrees)")
     args = ap.parse_args(argv)
     from pix2vertex_addon.core.face_model import load_synth_face_model
-    from pix2vertex_addon.core.synth.sampling import seed_range
+    from pix2vertex_addon.training.synth.sampling import seed_range
 
     model = load_synth_face_model()
     rows = []

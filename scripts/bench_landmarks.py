@@ -64,7 +64,7 @@ def samples(a):
     """(name, sample) pairs: image, xyz, mask, vertices_cam, meta{focal_px, z_ref_mm}."""
     if a.set == "val":
         from pix2vertex_addon.core.face_model import load_synth_face_model
-        from pix2vertex_addon.core.synth.generator import generate_sample
+        from pix2vertex_addon.training.synth.generator import generate_sample
 
         model = load_synth_face_model()
         for i in range(a.n):

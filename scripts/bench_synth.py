@@ -35,7 +35,7 @@ def _init():
 
     torch.set_num_threads(1)
     from pix2vertex_addon.core.face_model import load_synth_face_model
-    from pix2vertex_addon.core.synth.photos import preload_photos
+    from pix2vertex_addon.training.synth.photos import preload_photos
 
     load_synth_face_model()
     preload_photos()  # once per process; the steady state is what a long run sees
@@ -43,7 +43,7 @@ def _init():
 
 def _gen(args):
     seed, res = args
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     c0 = time.process_time()
     generate_sample(seed, res)
@@ -74,11 +74,13 @@ def bench_against(baseline: Path, res: int, count: int) -> tuple[float, float]:
         shutil.copytree(baseline / "pix2vertex_addon", tmp / "p2v_baseline")
         sys.path.insert(0, str(tmp))
         base_fm = importlib.import_module("p2v_baseline.core.face_model")
-        base_gen = importlib.import_module("p2v_baseline.core.synth").generate_sample
-        base_photos = importlib.import_module("p2v_baseline.core.synth.photos")
+        # the generator's package: training/synth since the move out of the core, core/synth before
+        synth = "training.synth" if (baseline / "pix2vertex_addon" / "training" / "synth").is_dir() else "core.synth"
+        base_gen = importlib.import_module(f"p2v_baseline.{synth}").generate_sample
+        base_photos = importlib.import_module(f"p2v_baseline.{synth}.photos")
         from pix2vertex_addon.core.face_model import load_synth_face_model
-        from pix2vertex_addon.core.synth import generate_sample
-        from pix2vertex_addon.core.synth.photos import preload_photos
+        from pix2vertex_addon.training.synth import generate_sample
+        from pix2vertex_addon.training.synth.photos import preload_photos
 
         mb, mn = base_fm.load_face_model(), load_synth_face_model()
         for p in base_photos.photo_sources():
@@ -106,8 +108,8 @@ def _posed_mesh(res):
     import numpy as np
 
     from pix2vertex_addon.core.face_model import load_synth_face_model
-    from pix2vertex_addon.core.synth import generate_sample
-    from pix2vertex_addon.core.synth.mesh import render_mesh
+    from pix2vertex_addon.training.synth import generate_sample
+    from pix2vertex_addon.training.synth.mesh import render_mesh
 
     model = load_synth_face_model()
     rm = render_mesh(model)
@@ -122,7 +124,7 @@ def bench_raster(res: int, count: int, device: str = "cpu") -> float:
     import numpy as np
     import torch
 
-    from pix2vertex_addon.core.synth import rasterize
+    from pix2vertex_addon.training.synth import rasterize
 
     X, T, f = _posed_mesh(res)
     Xt = torch.as_tensor(X, device=device)

@@ -1,14 +1,18 @@
 """Build the self-contained extension zips, one per platform, with their wheels bundled.
 
-    .venv/bin/python scripts/build_extension.py [--platform linux-x64 ...] [--output-dir dist]
+    .venv/bin/python scripts/build_extension.py [--platform linux-x64 ...] [--output-dir dist] [--wheels DIR]
 
 1. exports the networks to ONNX (``pix2vertex_addon/weights/predictor.onnx``) from the torch
    definition, unless an export of the current weights is there;
 2. downloads the pinned wheels of ``locks/extension-<platform>.txt`` (hashes checked by pip,
    ``--no-deps``, unmodified from the registry) into ``wheels/<platform>/`` (git-ignored; files
-   already there with the right hash are not downloaded again);
+   already there with the right hash are not downloaded again); ``--wheels DIR`` takes them from
+   ``DIR/<platform>/`` instead (another checkout's ``wheels/``: hash-checked, nothing downloaded
+   or deleted there);
 3. stages the add-on with a manifest that lists the wheels and the platforms, and runs Blender's
-   ``blender_ext.py build --split-platforms`` on it: ``dist/pix2vertex-<version>-<platform>.zip``.
+   ``blender_ext.py build --split-platforms`` on it: ``dist/pix2vertex-<version>-<platform>.zip``;
+4. checks each zip: only what runs in Blender, never the training code (``pix2vertex_addon/training``:
+   synthetic data, losses, training, evaluation), tests, scripts or docs.
 
 ``--lock`` resolves the pins (``EXTENSION_PACKAGES``) again and rewrites the lock files with the
 hashes of the wheels it downloaded. Nothing else reaches the network.
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import _bootstrap
@@ -125,11 +130,20 @@ def read_lock(platform: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def fetch_wheels(platform: str) -> list[Path]:
-    """The platform's wheels in ``wheels/<platform>/``, downloaded (hash-checked) when missing."""
+def fetch_wheels(platform: str, wheels_dir: Path | None = None) -> list[Path]:
+    """The platform's wheels in ``wheels/<platform>/``, downloaded (hash-checked) when missing;
+    with ``wheels_dir``, those of ``wheels_dir/<platform>/``, which must all be there."""
+    entries = read_lock(platform)
+    if wheels_dir is not None:
+        src = wheels_dir / platform
+        bad = [e[2] for e in entries if not ((src / e[2]).is_file() and sha256(src / e[2]) == e[1])]
+        if bad:
+            raise SystemExit(f"[build_extension] {src}: {len(bad)} pinned wheels missing or with another hash "
+                             f"(first: {bad[0]}); run without --wheels to download them")
+        log(f"{platform}: all {len(entries)} wheels present in {src}")
+        return [src / e[2] for e in entries]
     dest = WHEELS / platform
     dest.mkdir(parents=True, exist_ok=True)
-    entries = read_lock(platform)
     todo = [e for e in entries if not ((dest / e[2]).is_file() and sha256(dest / e[2]) == e[1])]
     if todo:
         log(f"{platform}: downloading {len(todo)} of {len(entries)} wheels")
@@ -207,9 +221,23 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path) -> Pa
     return src
 
 
-def build(platforms: list[str], output_dir: Path) -> list[Path]:
+# What a zip must never carry: the training code (synthetic data, losses, training, evaluation)
+# and the development folders. The manifest's paths_exclude_pattern leaves them out; check_zip checks.
+NOT_SHIPPED = ("pix2vertex_addon/training/", "tests/", "scripts/", "docs/", ".venv/", ".git/", "locks/")
+
+
+def check_zip(path: Path) -> None:
+    """Stop with one line when the zip carries anything of :data:`NOT_SHIPPED`."""
+    with zipfile.ZipFile(path) as z:
+        bad = sorted({p for n in z.namelist() for p in NOT_SHIPPED if n.startswith(p) or n == p.rstrip("/")})
+    if bad:
+        raise SystemExit(f"[build_extension] {path.name} carries {', '.join(bad)}: check paths_exclude_pattern "
+                         "in blender_manifest.toml")
+
+
+def build(platforms: list[str], output_dir: Path, wheels_dir: Path | None = None) -> list[Path]:
     ensure_onnx()
-    wheels = {p: fetch_wheels(p) for p in platforms}
+    wheels = {p: fetch_wheels(p, wheels_dir) for p in platforms}
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="p2v-ext-") as tmp:
         src = stage(platforms, wheels, Path(tmp))
@@ -224,6 +252,7 @@ def build(platforms: list[str], output_dir: Path) -> list[Path]:
         z = output_dir / f"pix2vertex-{version}-{plat.replace('-', '_')}.zip"
         if not z.is_file():
             raise SystemExit(f"[build_extension] expected {z} from blender_ext build:\n{r.stdout}")
+        check_zip(z)
         zips.append(z)
         log(f"{z.name}: {z.stat().st_size / 2**20:.1f} MiB, {len(wheels[plat])} wheels")
     return zips
@@ -234,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform", action="append", choices=sorted(PLATFORMS),
                     help="build only these (repeatable; default: all three)")
     ap.add_argument("--output-dir", type=Path, default=REPO / "dist")
+    ap.add_argument("--wheels", type=Path, default=None, metavar="DIR",
+                    help="take the pinned wheels from DIR/<platform>/ (e.g. another checkout's wheels/) "
+                         "instead of downloading them into wheels/")
     ap.add_argument("--lock", action="store_true", help="re-resolve the pins and rewrite locks/")
     a = ap.parse_args(argv)
     platforms = a.platform or list(PLATFORMS)
@@ -241,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in platforms:
             write_lock(p)
         return 0
-    build(platforms, a.output_dir.resolve())
+    build(platforms, a.output_dir.resolve(), a.wheels.resolve() if a.wheels else None)
     return 0
 
 

@@ -79,7 +79,7 @@ def detect_points(det, image: np.ndarray) -> np.ndarray | None:
 
 def collect(seeds, model, det) -> dict:
     """Per view kind: lists of (478, 3) positions, (478,) triangles, (478, 3) barycentrics."""
-    from pix2vertex_addon.core.synth.generator import generate_sample
+    from pix2vertex_addon.training.synth.generator import generate_sample
 
     t = model.template
     tris = t.triangles()
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     from pix2vertex_addon.core.detect import FaceDetector
     from pix2vertex_addon.core.face_model import load_synth_face_model
     from pix2vertex_addon.core.landmarks import MAP_PATH
-    from pix2vertex_addon.core.synth.sampling import split_of_seed
+    from pix2vertex_addon.training.synth.sampling import split_of_seed
 
     if split_of_seed(args.first_seed) != "val" or split_of_seed(args.first_seed + args.n - 1) != "val":
         print("error: the map is derived from validation seeds only", file=sys.stderr)

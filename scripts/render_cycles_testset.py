@@ -42,10 +42,10 @@ def scene_list(n: int) -> list[dict]:
 
 def head_mesh(model, sample: dict):
     """Camera-frame vertices (mm) of the whole render mesh, its triangles and linear albedo."""
-    from pix2vertex_addon.core.synth import appearance as A
-    from pix2vertex_addon.core.synth.generator import _shape_cm
-    from pix2vertex_addon.core.synth.mesh import render_mesh
-    from pix2vertex_addon.core.synth.sampling import rng_for
+    from pix2vertex_addon.training.synth import appearance as A
+    from pix2vertex_addon.training.synth.generator import _shape_cm
+    from pix2vertex_addon.training.synth.mesh import render_mesh
+    from pix2vertex_addon.training.synth.sampling import rng_for
 
     rm = render_mesh(model)
     meta = sample["meta"]
@@ -55,7 +55,7 @@ def head_mesh(model, sample: dict):
     albedo, _, _ = A.vertex_albedo(rm, app)
     albedo = albedo.copy()
     # irises: a dark disc around each eyeball's forward (+z) axis on the sclera vertices
-    from pix2vertex_addon.core.synth.mesh import SCLERA
+    from pix2vertex_addon.training.synth.mesh import SCLERA
 
     eye_v = np.flatnonzero(np.asarray(rm.part) == SCLERA)
     for centre in rm.eye_centres_cm:
@@ -70,7 +70,7 @@ def head_mesh(model, sample: dict):
 def build_scene(x_mm, tris, albedo, rm, focal_px: float, size: int, samples: int):
     import bpy
 
-    from pix2vertex_addon.core.synth.mesh import SCLERA
+    from pix2vertex_addon.training.synth.mesh import SCLERA
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -164,7 +164,7 @@ def build_scene(x_mm, tris, albedo, rm, focal_px: float, size: int, samples: int
 def render_one(model, spec: dict, size: int, samples: int) -> dict:
     import bpy
 
-    from pix2vertex_addon.core.synth.generator import generate_sample
+    from pix2vertex_addon.training.synth.generator import generate_sample
 
     kw = {k: spec[k] for k in ("yaw_deg", "pitch_deg", "roll_deg")}
     if spec["neutral"]:
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from pix2vertex_addon.core.face_model import load_synth_face_model
-    from pix2vertex_addon.core.synth.sampling import split_of_seed
+    from pix2vertex_addon.training.synth.sampling import split_of_seed
 
     model = load_synth_face_model()
     a.out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 from pathlib import Path
 from pix2vertex_addon.core.batch import gather_inputs, run_batch
-from pix2vertex_addon.core.synth import generate_sample
+from pix2vertex_addon.training.synth import generate_sample
 from oracle import oracle_pipeline
 
 pipe = oracle_pipeline(generate_sample(11, 256, clean=True))
@@ -37,7 +37,7 @@ print("finished", len(rep.done), len(rep.skipped), len(rep.failed), flush=True)
 
 
 def _photos(src: Path, n: int) -> dict[Path, bytes]:
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     img = generate_sample(11, 256, clean=True)["image"]
     made = {}

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pix2vertex_addon.core.synth import generate_sample, rasterize
-from pix2vertex_addon.core.synth.generator import _shape_cm
-from pix2vertex_addon.core.synth.mesh import render_mesh
 from pix2vertex_addon.training.batch_synth import BatchGenerator, draw_params
+from pix2vertex_addon.training.synth import generate_sample, rasterize
+from pix2vertex_addon.training.synth.generator import _shape_cm
+from pix2vertex_addon.training.synth.mesh import render_mesh
 
 R = 64
 SEEDS = [5, 77, 1_000_000_017]  # two training seeds and a validation one

@@ -17,7 +17,7 @@ from oracle import oracle_pipeline
 
 @pytest.fixture(scope="module")
 def sample():
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     return generate_sample(21, 256, clean=True)
 

@@ -11,7 +11,7 @@ from pix2vertex_addon.core.detect import FaceDetector
 
 
 def test_detector_crop_matches_the_training_crop():
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     det = FaceDetector(min_score=0.3)
     ratios, offsets = [], []

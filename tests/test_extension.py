@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -56,13 +57,123 @@ def test_zip_holds_the_addon_and_nothing_else(extension_zip):
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "pix2vertex_addon/core/face_model.py" in names
     assert "pix2vertex_addon/blender/operators.py" in names
-    for banned in ("tests/", "docs/", "scripts/", ".ci/", ".venv/", "vendor_install.py", ".git/",
+    for banned in ("tests/", "docs/", "scripts/", ".ci/", ".venv/", "vendor_install.py", ".git/", "locks/",
                    "pix2vertex_addon/training/"):
         assert not any(n.startswith(banned) for n in names), banned
+    assert ".git" not in names, "a git worktree's .git file"
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert not any(n.endswith(".npz") and "/" not in n for n in names), "ict_facekit.npz never ships"
     assert "pix2vertex_addon/face_model_pack/identity.npz" in names, "the face-model pack ships"
     assert "pix2vertex_addon/face_model_pack/LICENSE-ICT-FaceKit" in names
+
+
+# -- what ships imports nothing that does not ship ----------------------------------------------
+def _imports(source: str, package: tuple[str, ...]) -> list[str]:
+    """Every module an import statement of ``source`` may load (those inside functions too), as
+    dotted names from the extension's top: relative imports resolved against ``package`` (the file's
+    folder, ``()`` at the top); ``from M import n`` gives ``M`` and ``M.n``, which may be a module."""
+    out: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            elif node.level - 1 > len(package):
+                base = "<above the top>"
+            else:
+                top = package[: len(package) - node.level + 1]
+                base = ".".join([*top, *([node.module] if node.module else [])])
+            out += [base] + [f"{base}.{a.name}".lstrip(".") for a in node.names]
+    return out
+
+
+def _package_of(rel: str) -> tuple[str, ...]:
+    return tuple(rel.split("/")[:-1])
+
+
+def _module_of(rel: str) -> str:
+    parts = rel[: -len(".py")].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _training_imports(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Imports of ``pix2vertex_addon.training`` in ``sources`` (path relative to the top: text)."""
+    hits = {rel: [m for m in _imports(text, _package_of(rel))
+                  if m == "pix2vertex_addon.training" or m.startswith("pix2vertex_addon.training.")]
+            for rel, text in sources.items()}
+    return {rel: sorted(set(h)) for rel, h in hits.items() if h}
+
+
+def _unresolved(sources: dict[str, str], source_modules: set[str]) -> dict[str, list[str]]:
+    """Per file of ``sources`` (a zip's .py files), the imports of the add-on's own modules (those
+    of ``source_modules``, the checkout's) that the same files do not provide."""
+    present = {_module_of(rel) for rel in sources}
+    out = {}
+    for rel, text in sources.items():
+        own = [m for m in _imports(text, _package_of(rel))
+               if m == "<above the top>" or (m.split(".")[0] == "pix2vertex_addon" and m in source_modules)
+               or m.startswith("pix2vertex_addon.training")]
+        if missing := sorted({m for m in own if m not in present}):
+            out[rel] = missing
+    return out
+
+
+def _checkout_sources() -> dict[str, str]:
+    files = [REPO / "__init__.py", *sorted((REPO / "pix2vertex_addon").rglob("*.py"))]
+    return {p.relative_to(REPO).as_posix(): p.read_text(encoding="utf-8") for p in files}
+
+
+def test_nothing_that_ships_imports_the_training_code():
+    """Static: no ``from ..training`` / ``pix2vertex_addon.training`` import outside training/,
+    scripts/ and tests/ (the core and the Blender part run in Blender; training/ is not in the zip)."""
+    shipped = {rel: text for rel, text in _checkout_sources().items()
+               if not rel.startswith("pix2vertex_addon/training/")}
+    assert "pix2vertex_addon/core/pipeline.py" in shipped and "pix2vertex_addon/blender/operators.py" in shipped
+    assert _training_imports(shipped) == {}
+    # the check sees the ways such an import is written
+    bad = {"pix2vertex_addon/core/bad.py": "def f():\n    from ..training.synth import generate_sample\n",
+           "pix2vertex_addon/core/geometry/bad.py": "from ... import training\n",
+           "pix2vertex_addon/blender/bad.py": "import pix2vertex_addon.training.losses\n"}
+    assert _training_imports(bad) == {
+        "pix2vertex_addon/core/bad.py": ["pix2vertex_addon.training.synth",
+                                         "pix2vertex_addon.training.synth.generate_sample"],
+        "pix2vertex_addon/core/geometry/bad.py": ["pix2vertex_addon.training"],
+        "pix2vertex_addon/blender/bad.py": ["pix2vertex_addon.training.losses"],
+    }
+
+
+def test_zip_carries_no_training_code_and_its_imports_resolve_inside_it(extension_zip):
+    z = zipfile.ZipFile(extension_zip)
+    names = z.namelist()
+    assert not [n for n in names if n.startswith("pix2vertex_addon/training")
+                or "/synth/" in n or n.endswith(("/losses.py", "/raster.py"))]
+    sources = {n: z.read(n).decode("utf-8") for n in names if n.endswith(".py") and not n.startswith("wheels/")}
+    assert len(sources) >= 40 and "pix2vertex_addon/core/raster_np.py" in sources
+    checkout_modules = {_module_of(rel) for rel in _checkout_sources()}
+    assert _unresolved(sources, checkout_modules) == {}
+    # the check is not vacuous: without the numpy rasteriser, its importers are reported
+    without = {n: t for n, t in sources.items() if n != "pix2vertex_addon/core/raster_np.py"}
+    missing = _unresolved(without, checkout_modules)
+    assert "pix2vertex_addon/core/projection.py" in missing
+    assert all(v == ["pix2vertex_addon.core.raster_np"] for v in missing.values()), missing
+
+
+def test_build_script_refuses_a_zip_with_training_code(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_extension
+    finally:
+        sys.path.pop(0)
+    good, bad = tmp_path / "good.zip", tmp_path / "bad.zip"
+    for path, extra in ((good, "pix2vertex_addon/core/raster_np.py"),
+                        (bad, "pix2vertex_addon/training/synth/raster.py")):
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("blender_manifest.toml", "")
+            z.writestr(extra, "")
+    build_extension.check_zip(good)
+    with pytest.raises(SystemExit, match="carries pix2vertex_addon/training/"):
+        build_extension.check_zip(bad)
 
 
 _INSTALL_SCRIPT = r"""

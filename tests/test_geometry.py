@@ -27,7 +27,7 @@ from pix2vertex_addon.core.geometry import (
     subdivide_simple,
     vertex_normals,
 )
-from pix2vertex_addon.core.geometry._synthetic import degrade_maps, exact_maps
+from pix2vertex_addon.training.synth.exact_maps import degrade_maps, exact_maps
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_renderer_handles_float32_degenerate_triangles():
     import numpy as np
 
     from pix2vertex_addon.core.face_model import load_face_model
-    from pix2vertex_addon.core.geometry._synthetic import exact_maps
+    from pix2vertex_addon.training.synth.exact_maps import exact_maps
 
     rng = np.random.default_rng(502)
     yaw = float(rng.uniform(-45, 45))

@@ -46,7 +46,7 @@ def _smooth_field(model, seed, amplitude_mm):
 def case(face_model):
     """A face with a known identity and expression (the generator's sampler), a smooth 1 mm
     deformation and a rigid offset: what a reconstruction looks like."""
-    from pix2vertex_addon.core.synth.sampling import rng_for, sample_expression, sample_identity
+    from pix2vertex_addon.training.synth.sampling import rng_for, sample_expression, sample_identity
 
     m = face_model
     seed = 7  # training split
@@ -219,7 +219,7 @@ def test_fit_through_the_registration_on_known_faces(face_model, seed):
     """A training-split sample reconstructed by the geometry pipeline from its exact maps (the
     oracle detector/networks): the registration's own error (about 1.6 mm) carries through."""
     from pix2vertex_addon.core.pipeline import PipelineOptions
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     from oracle import oracle_pipeline
 
@@ -246,7 +246,7 @@ def test_head_from_a_written_result(face_model, tmp_path):
     from pix2vertex_addon.core.head_files import head_from_result
     from pix2vertex_addon.core.pipeline import PipelineOptions
     from pix2vertex_addon.core.results import write_result
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     from oracle import oracle_pipeline
 

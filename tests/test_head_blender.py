@@ -16,7 +16,7 @@ from oracle import oracle_pipeline
 
 @pytest.fixture(scope="module")
 def sample():
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     return generate_sample(12, 256, clean=True)  # training split, jawOpen and a smile
 

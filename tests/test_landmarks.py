@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pix2vertex_addon.core.geometry import RegistrationParams, build_target_mesh, register
-from pix2vertex_addon.core.geometry._synthetic import degrade_maps, exact_maps
 from pix2vertex_addon.core.geometry.landmark_term import LandmarkTerm, project
 from pix2vertex_addon.core.landmarks import N_MP, landmark_matrix, load_landmark_map
+from pix2vertex_addon.training.synth.exact_maps import degrade_maps, exact_maps
 
 
 def _term(v, seed=0, k=40, noise_px=0.0):
@@ -163,7 +163,7 @@ def test_map_reproduces_known_correspondences():
 
     from pix2vertex_addon.core.detect import FaceDetector
     from pix2vertex_addon.core.face_model import load_face_model
-    from pix2vertex_addon.core.synth.generator import generate_sample
+    from pix2vertex_addon.training.synth.generator import generate_sample
 
     spec = importlib.util.spec_from_file_location(
         "derive_landmark_map", Path(__file__).resolve().parents[1] / "scripts" / "derive_landmark_map.py")
@@ -227,7 +227,7 @@ def test_jaw_points_lie_on_the_outline_of_a_turned_face():
     # points lie on the rendered face's outline (distance to the covered region's border)
     s, contour, fixed = _jaw_setup(35.0)
     from pix2vertex_addon.core.face_model import load_face_model
-    from pix2vertex_addon.core.synth.raster import rasterize
+    from pix2vertex_addon.training.synth.raster import rasterize
 
     cam = s["vertices_cam"].astype(np.float64) + [0.0, 0.0, s["meta"]["z_ref_mm"]]
     covered = rasterize(cam, load_face_model().template.triangles(), s["meta"]["focal_px"], 128,

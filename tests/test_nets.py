@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pix2vertex_addon.core.losses import LossWeights, correspondence_loss, geometry_loss, normals_from_xyz
 from pix2vertex_addon.core.nets import NET_OUTPUTS, define_net, image_to_tensor
+from pix2vertex_addon.training.losses import LossWeights, correspondence_loss, geometry_loss, normals_from_xyz
 from pix2vertex_addon.training.metrics import depth_errors, mask_iou, ransac_scale_shift, summarize
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pix2vertex_addon.core.raster_np import rasterize_np
-from pix2vertex_addon.core.synth.raster import rasterize
+from pix2vertex_addon.training.synth.raster import rasterize
 
 
 @pytest.mark.parametrize("resolution", [64, 257])

@@ -17,7 +17,7 @@ import pytest
 
 from pix2vertex_addon.core.correspondence import canonical_coordinates
 from pix2vertex_addon.core.crop import crop_box_from_landmarks
-from pix2vertex_addon.core.synth import (
+from pix2vertex_addon.training.synth import (
     SPLITS,
     generate_sample,
     identity_id_of_seed,
@@ -25,8 +25,8 @@ from pix2vertex_addon.core.synth import (
     seed_range,
     split_of_seed,
 )
-from pix2vertex_addon.core.synth.mesh import render_mesh
-from pix2vertex_addon.core.synth.sampling import (
+from pix2vertex_addon.training.synth.mesh import render_mesh
+from pix2vertex_addon.training.synth.sampling import (
     POSE_RANGES_DEG,
     rng_for,
     sample_expression,
@@ -121,7 +121,7 @@ def test_rasterize_fast_paths_match_torch():
     cached triangle columns of a read-only array never go stale."""
     import torch
 
-    from pix2vertex_addon.core.synth.raster import _nonzero, _take, _where
+    from pix2vertex_addon.training.synth.raster import _nonzero, _take, _where
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
@@ -299,7 +299,7 @@ def test_hair_is_outside_the_mask_and_sampled(model):
 def test_photo_backgrounds_never_use_test_images(monkeypatch):
     import hashlib
 
-    from pix2vertex_addon.core.synth import appearance, photos
+    from pix2vertex_addon.training.synth import appearance, photos
 
     assert not {Path(name).stem for _, _, name in photos.PHOTO_FILES} & photos.EXCLUDED
     assert {"astronaut", "camera", "grace_hopper"} <= photos.EXCLUDED
@@ -412,7 +412,7 @@ def test_expression_ranges_are_sampled(model):
 
 
 def test_lighting_and_appearance_ranges_are_sampled(model):
-    from pix2vertex_addon.core.synth import appearance, generator
+    from pix2vertex_addon.training.synth import appearance, generator
 
     lights = [generator._sample_light(rng_for(s, "light")) for s in range(500)]
     d = np.array([lt["key_dir"] for lt in lights if lt["key"] > 0])
@@ -429,7 +429,7 @@ def test_lighting_and_appearance_ranges_are_sampled(model):
 
 # -- datasets and CLI ---------------------------------------------------------------------------------
 def test_make_dataset_resumable_and_readable(tmp_path, model):
-    from pix2vertex_addon.core.synth.dataset import ShardDataset, make_dataset
+    from pix2vertex_addon.training.synth.dataset import ShardDataset, make_dataset
 
     out = tmp_path / "ds"
     idx = make_dataset(out, count=5, resolution=32, seed=10, split="val", shard_size=2, progress=False)
@@ -458,7 +458,7 @@ def test_make_dataset_resumable_and_readable(tmp_path, model):
 
 
 def test_synth_dataset_picklable_and_split_bound(model):
-    from pix2vertex_addon.core.synth import SynthDataset
+    from pix2vertex_addon.training.synth import SynthDataset
 
     ds = SynthDataset("val", resolution=32, length=3, options={"clean": True})
     ds2 = pickle.loads(pickle.dumps(ds))
@@ -470,7 +470,7 @@ def test_synth_dataset_picklable_and_split_bound(model):
 
 
 @pytest.mark.slow
-def test_core_synth_does_not_import_bpy():
-    code = ("import sys; import pix2vertex_addon.core.synth as s; from pix2vertex_addon.core.synth "
+def test_synth_does_not_import_bpy():
+    code = ("import sys; import pix2vertex_addon.training.synth as s; from pix2vertex_addon.training.synth "
             "import SynthDataset, dataset; assert 'bpy' not in sys.modules, 'bpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -43,7 +43,7 @@ def hair_fringe(sample: dict) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fringe_case(face_model):
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     s = generate_sample(11, 256, clean=True)
     photo, hair = hair_fringe(s)

@@ -158,9 +158,9 @@ def test_resume_without_checkpoint_raises(tmp_path):
 
 def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
     """A few steps on the same fake batch must lower the geometry and correspondence losses."""
-    from pix2vertex_addon.core.losses import correspondence_loss, geometry_loss
     from pix2vertex_addon.core.nets import define_net
     from pix2vertex_addon.training.data import FakeFaces
+    from pix2vertex_addon.training.losses import correspondence_loss, geometry_loss
 
     torch.manual_seed(0)
     b = torch.utils.data.default_collate([FakeFaces("train", 32, 4)[i] for i in range(4)])

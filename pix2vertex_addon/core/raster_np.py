@@ -1,7 +1,7 @@
-"""The z-buffer rasteriser of :mod:`.synth.raster` in numpy (no torch, no ``bpy``).
+"""The z-buffer rasteriser of ``training/synth/raster.py`` (torch) in numpy (no torch, no ``bpy``).
 
 Same camera model, coverage rule, tie-break and perspective-correct barycentrics as
-:func:`.synth.raster.rasterize` (whose docstring has them); the add-on's result writing and
+its ``rasterize`` (whose docstring has them); the add-on's result writing and
 texture baking use this one, so they run in Blender without torch. A test checks that both give
 the same triangles and barycentrics.
 """

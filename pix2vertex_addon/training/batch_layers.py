@@ -5,7 +5,7 @@ cast, vignetting, blur, rescale, sensor noise, JPEG by a DCT quantisation).
 Every function takes a batch: images are (B, 3, R, R) float sRGB in [0, 1], per-sample
 parameters are (B, ...) tensors drawn on the CPU from each sample's own seed
 (:mod:`.batch_synth`), so a sample does not depend on the batch it falls in. The layers follow
-the per-sample generator's (``core/synth/appearance.py``) in kind and frequency; their shapes
+the per-sample generator's (``training/synth/appearance.py``) in kind and frequency; their shapes
 are drawn with signed distances instead of PIL (docs/reference/batched_synth.md).
 """
 
@@ -123,9 +123,9 @@ def draw_background_params(rng: np.random.Generator, skin_srgb, n_photos: int, p
 
 
 def photo_bank(device) -> dict | None:
-    """The natural photos of ``core/synth/photos.py`` on the device: (P, 3, 512, 512) uint8
+    """The natural photos of ``training/synth/photos.py`` on the device: (P, 3, 512, 512) uint8
     (zero-padded), their sizes (P, 2) and which are grey (P,); None without photos."""
-    from ..core.synth.photos import _load, photo_sources
+    from .synth.photos import _load, photo_sources
 
     srcs = photo_sources()
     if not srcs:

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 
 from ..core.correspondence import MODEL_TO_CAMERA
 from ..core.face_model import N_IDENTITY, FaceModel, load_synth_face_model
-from ..core.synth import appearance as A
-from ..core.synth.generator import _place_camera, _sample_light, sample_camera
-from ..core.synth.hair import draw_hair
-from ..core.synth.mesh import SCLERA, TEETH, render_mesh
-from ..core.synth.raster import rasterize
-from ..core.synth.sampling import rng_for, rotation_from_pose, sample_expression, sample_identity, sample_pose
 from . import batch_layers as L
+from .synth import appearance as A
+from .synth.generator import _place_camera, _sample_light, sample_camera
+from .synth.hair import draw_hair
+from .synth.mesh import SCLERA, TEETH, render_mesh
+from .synth.raster import rasterize
+from .synth.sampling import rng_for, rotation_from_pose, sample_expression, sample_identity, sample_pose
 
 __all__ = ["BatchGenerator", "draw_params", "linear_to_srgb", "srgb_to_linear"]
 
@@ -99,7 +99,7 @@ def _draw_one(seed: int, R: int, model: FaceModel, lm_basis: tuple, jitter: bool
 
 
 def _draw_hair(rng: np.random.Generator, enabled: bool) -> dict:
-    """The hair layer's draws (``core/synth/hair.draw_hair``) as fixed-size arrays."""
+    """The hair layer's draws (``training/synth/hair.draw_hair``) as fixed-size arrays."""
     d = draw_hair(rng)
     return {
         "hr_on": np.float32(enabled and d["style"] != "none"), "hr_long": np.float32(d["style"] == "long"),
@@ -120,7 +120,7 @@ def draw_params(seeds, resolution: int, model: FaceModel | None = None, *, jitte
     lm_basis = (rm.neutral_flat[lm_cols], np.ascontiguousarray(rm.identity_basis[:, lm_cols]),
                 np.ascontiguousarray(rm.expression_basis[:, lm_cols]))
     if n_photos is None:
-        from ..core.synth.photos import photo_sources
+        from .synth.photos import photo_sources
 
         n_photos = len(photo_sources())
     R = int(resolution)
@@ -457,7 +457,7 @@ class BatchGenerator:
         return img.reshape(-1).index_select(0, cov)
 
     def _hair(self, p, X, Nv, f, covered, depth, expo):
-        """(B, 4, R, R) RGBA hair layer with volume (``core/synth/hair.py``, batched)."""
+        """(B, 4, R, R) RGBA hair layer with volume (``training/synth/hair.py``, batched)."""
         R, ns, dev = self.R, self.ns, self.device
         B = X.shape[0]
         mk = self.masks

@@ -1,4 +1,4 @@
-"""Training data sources: on-the-fly synthetic faces (``core.synth``), shards, or a fake toy set.
+"""Training data sources: on-the-fly synthetic faces (``training.synth``), shards, or a fake toy set.
 
 Every source is a map-style ``torch.utils.data.Dataset`` whose item ``i`` is a dict of tensors:
 
@@ -76,11 +76,11 @@ class FakeFaces(Dataset):
 
 
 class SynthFaces(Dataset):
-    """On-the-fly synthetic faces from ``core.synth.generate_sample``; item i uses the i-th seed
+    """On-the-fly synthetic faces from ``training.synth.generate_sample``; item i uses the i-th seed
     (after ``offset``) of the split's seed range, wrapping around."""
 
     def __init__(self, split: str, resolution: int, length: int, offset: int = 0, **options):
-        from ..core import synth
+        from . import synth
 
         self._synth = synth
         self.seeds = synth.seed_range(split)
@@ -118,7 +118,7 @@ class ShardFaces(Dataset):
         if not files:
             raise FileNotFoundError(
                 f"no shards match {pattern!r}; write them with "
-                "`python -m pix2vertex_addon.core.synth make-dataset`"
+                "`python -m pix2vertex_addon.training.synth make-dataset`"
             )
         parts = {k: [] for k in ("image", "xyz", "corr", "mask")}
         for f in files:

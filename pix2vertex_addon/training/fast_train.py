@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.losses import geometry_terms, masked_l1
 from ..core.nets import define_net
 from .batch_synth import BatchGenerator, draw_params
+from .losses import geometry_terms, masked_l1
 from .train import NetLossOptions
 
 __all__ = ["FastOptions", "FastTrainer", "ParamBatches", "TwoHeadNet", "main"]
@@ -132,7 +132,7 @@ class ParamBatches(Dataset):
 
     def __getitem__(self, i):
         from ..core.face_model import load_synth_face_model
-        from ..core.synth import seed_range
+        from .synth import seed_range
 
         if self._model is None:
             self._model = load_synth_face_model()

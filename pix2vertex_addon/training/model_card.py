@@ -59,7 +59,7 @@ def write_card(weights_dir, eval_dir, hardware: str, status: str, notes: str = "
         "template coordinates in [0, 1]. Inference: `pix2vertex_addon.core.predict.Predictor`.",
         "",
         "## Data",
-        "Synthetic faces rendered on the fly by `pix2vertex_addon.core.synth` from the ICT-FaceKit morphable "
+        "Synthetic faces rendered on the fly by `pix2vertex_addon.training.synth` from the ICT-FaceKit morphable "
         "model (USC ICT, MIT licence): random identity, expression, pose, lighting, skin/hair appearance, "
         "backgrounds, occluders and camera degradations, with exact labels. Train, validation and test are "
         "disjoint seed ranges with one identity per seed, so test identities are never seen in training. "

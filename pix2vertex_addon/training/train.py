@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..core.atomic import atomic_file
-from ..core.losses import LossWeights, correspondence_loss, geometry_loss
 from ..core.nets import XYZ_SCALE_MM, define_net
 from .data import make_dataset
+from .losses import LossWeights, correspondence_loss, geometry_loss
 from .metrics import corr_errors_mm, depth_errors, mask_iou, summarize
 
 DEFAULT_RUNS_DIR = "/work/p2v_runs"

@@ -1,8 +1,8 @@
 """Exact maps of a known face for the geometry tests and benchmark (development helper).
 
-Uses :func:`core.synth.generate_sample` when the synthetic renderer provides it; otherwise
-renders the face-region mesh itself with :func:`core.synth.raster.rasterize` (same label frame,
-pinhole camera, perspective-correct interpolation).
+Renders with :func:`.generator.generate_sample` (clean), or with ``prefer_synth=False`` renders
+the face-region mesh itself with :func:`.raster.rasterize` (same label frame, pinhole camera,
+perspective-correct interpolation).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ __all__ = ["degrade_maps", "exact_maps"]
 
 
 def _own_render(model, identity, expression, yaw_deg, resolution, distance_mm=600.0):
-    from ..correspondence import MODEL_TO_CAMERA, canonical_coordinates
-    from ..synth.raster import interpolate, rasterize
+    from ...core.correspondence import MODEL_TO_CAMERA, canonical_coordinates
+    from .raster import interpolate, rasterize
 
     v = model.sample_face(identity, expression, region="face") * 10.0  # mm, model frame
     c = v.mean(axis=0)
@@ -33,26 +33,13 @@ def _own_render(model, identity, expression, yaw_deg, resolution, distance_mm=60
     corr = interpolate(canonical_coordinates(model).astype(np.float64), tris, r.tri_id,
                        r.bary).astype(np.float32)
     # simple shaded grey image (Lambert, light from the camera)
-    from .laplacian import vertex_normals
+    from ...core.geometry.laplacian import vertex_normals
     n = vertex_normals(gt, tris)
     shade = np.clip(-n[:, 2], 0, 1)[:, None] * np.ones((1, 3)) * 200 + 30
     img = interpolate(shade, tris, r.tri_id, r.bary)
     return dict(image=np.clip(img, 0, 255).astype(np.uint8), xyz=xyz, corr=corr, mask=mask,
                 vertices_cam=gt.astype(np.float32),
-                meta=dict(yaw_deg=yaw_deg, renderer="geometry._synthetic"))
-
-
-def _find_generator():
-    try:
-        from ..synth import generate_sample  # type: ignore[attr-defined]
-        return generate_sample
-    except ImportError:
-        pass
-    try:
-        from ..synth.generator import generate_sample  # type: ignore[no-redef]
-        return generate_sample
-    except ImportError:
-        return None
+                meta=dict(yaw_deg=yaw_deg, renderer="exact_maps"))
 
 
 def exact_maps(model, seed=0, resolution=256, identity=None, expression=None, yaw_deg=0.0,
@@ -61,14 +48,14 @@ def exact_maps(model, seed=0, resolution=256, identity=None, expression=None, ya
     vertices_cam (9409, 3) mm label frame ground truth, meta). ``kwargs`` go to
     ``generate_sample`` (e.g. ``pitch_deg``, ``roll_deg``)."""
     if prefer_synth:
-        generate_sample = _find_generator()
-        if generate_sample is not None:
-            kw = dict(model=model, yaw_deg=yaw_deg, clean=True, **kwargs)
-            if identity is not None:
-                kw["identity"] = identity
-            if expression is not None:
-                kw["expression"] = expression
-            return generate_sample(seed, resolution, **kw)
+        from .generator import generate_sample
+
+        kw = dict(model=model, yaw_deg=yaw_deg, clean=True, **kwargs)
+        if identity is not None:
+            kw["identity"] = identity
+        if expression is not None:
+            kw["expression"] = expression
+        return generate_sample(seed, resolution, **kw)
     return _own_render(model, identity, expression, yaw_deg, resolution)
 
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..atomic import atomic_file, write_json_atomic
-from ..face_model import load_synth_face_model
+from ...core.atomic import atomic_file, write_json_atomic
+from ...core.face_model import load_synth_face_model
 from .generator import generate_sample
 from .sampling import seed_range
 
@@ -115,7 +115,7 @@ class ShardDataset(Dataset):
         idx_path = self.dir / "index.json"
         if not idx_path.exists():
             raise FileNotFoundError(f"{idx_path} not found; write shards with "
-                                    "`python -m pix2vertex_addon.core.synth make-dataset`")
+                                    "`python -m pix2vertex_addon.training.synth make-dataset`")
         self.index = json.loads(idx_path.read_text())
         self.shards = sorted(self.index["shards"], key=lambda s: s["first_seed"])
         self.offsets = np.cumsum([0] + [s["count"] for s in self.shards])

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..correspondence import canonical_coordinates
-from ..face_model import FaceModel
+from ...core.correspondence import canonical_coordinates
+from ...core.face_model import FaceModel
 
 __all__ = ["RenderMesh", "render_mesh"]
 

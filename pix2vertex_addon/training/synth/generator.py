@@ -10,10 +10,10 @@ import math
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..correspondence import MODEL_TO_CAMERA
-from ..crop import crop_box_from_landmarks
-from ..face_model import N_IDENTITY, FaceModel, load_synth_face_model
-from ..geometry.laplacian import vertex_normals
+from ...core.correspondence import MODEL_TO_CAMERA
+from ...core.crop import crop_box_from_landmarks
+from ...core.face_model import N_IDENTITY, FaceModel, load_synth_face_model
+from ...core.geometry.laplacian import vertex_normals
 from . import appearance
 from .hair import hair_layer
 from .mesh import SCLERA, RenderMesh, render_mesh

@@ -1,8 +1,8 @@
 """Command line of the synthetic data generator (no ``bpy``).
 
-    python -m pix2vertex_addon.core.synth make-dataset --count N --resolution R --out DIR \\
+    python -m pix2vertex_addon.training.synth make-dataset --count N --resolution R --out DIR \\
         --seed S --split train|val|test [--shard-size 256] [--workers 2] [--dtype float16]
-    python -m pix2vertex_addon.core.synth contact-sheet --count 32 --out docs/synth_contact_sheet.png
+    python -m pix2vertex_addon.training.synth contact-sheet --count 32 --out docs/synth_contact_sheet.png
 
 ``--seed`` is the first seed *within* the split's seed range (see ``sampling.SPLITS``).
 """
@@ -33,8 +33,8 @@ def contact_sheet(count: int, out: str | os.PathLike, resolution: int = 128, see
     from PIL import Image
     from tqdm import tqdm
 
-    from ..atomic import atomic_file
-    from ..face_model import load_synth_face_model
+    from ...core.atomic import atomic_file
+    from ...core.face_model import load_synth_face_model
     from .generator import generate_sample
     from .sampling import seed_range
 
@@ -62,7 +62,7 @@ def contact_sheet(count: int, out: str | os.PathLike, resolution: int = 128, see
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pix2vertex_addon.core.synth",
+    ap = argparse.ArgumentParser(prog="python -m pix2vertex_addon.training.synth",
                                  description="Synthetic face data (image + xyz/corr/mask labels).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     md = sub.add_parser("make-dataset", help="write npz shards with an index (resumable)")

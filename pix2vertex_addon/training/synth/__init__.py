@@ -4,7 +4,7 @@
 * :func:`split_of_seed` / :func:`seed_range`: train/val/test are disjoint seed ranges (and so
   never share identities);
 * :class:`SynthDataset`: a picklable torch dataset generating samples on the fly in workers;
-  :class:`ShardDataset` reads shards written by ``python -m pix2vertex_addon.core.synth``;
+  :class:`ShardDataset` reads shards written by ``python -m pix2vertex_addon.training.synth``;
 * :func:`rasterize` (``raster.py``): the z-buffer rasteriser, usable on its own.
 
 See docs/reference/synth.md.

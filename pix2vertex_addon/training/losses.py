@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .nets import XYZ_SCALE_MM
+from ..core.nets import XYZ_SCALE_MM
 
 __all__ = ["LossWeights", "normals_from_xyz", "masked_l1", "geometry_loss", "geometry_terms", "correspondence_loss"]
 
