@@ -27,6 +27,7 @@ as good as that fit (``report.json`` has its focal length and residual).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -59,17 +60,23 @@ MODEL_TO_OBJ_M = 0.001  # mm -> m; the model frame already has OBJ's axes (+y up
 
 
 def versions() -> dict[str, str]:
+    """The add-on's and the runtime packages' versions (looked up once: a metadata scan)."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
     out = {"pix2vertex": __version__}
-    for pkg in ("torch", "numpy", "scipy", "mediapipe"):
+    for pkg in ("torch", "onnxruntime", "numpy", "scipy", "mediapipe"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "missing"
-    return out
+    return tuple(out.items())
 
 
 def input_identity(path: str | os.PathLike[str]) -> dict:
