@@ -114,25 +114,36 @@ def texel_confidence(
         if erode > 0:
             m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
         m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
-        conf = conf * (_bilinear(m8, view.crop_xy)[:, 0] / 255.0)
+        # past the crop the networks saw nothing: the mask fades to 0 at the crop's edge (a plain
+        # edge clamp would carry the neck's mask onto the collar below the crop)
+        r = camera.resolution
+        edge = np.minimum(view.crop_xy, r - view.crop_xy).min(axis=1)
+        conf = conf * (_bilinear(m8, view.crop_xy)[:, 0] / 255.0) * _smoothstep(edge, 0.0, erode + 1.0)
     out = np.zeros(size * size, dtype=np.float32)
     out[view.inside] = conf
     return out.reshape(size, size)
 
 
-def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02) -> np.ndarray:
+def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02, rim: float = 0.95) -> np.ndarray:
     """The mask with its small enclosed holes set to 1: the eyes and an open mouth are holes of
-    the face mask but their borders (lids, lips) are skin; occluders reach the mask's outline."""
+    the face mask but their borders (lids, lips, brows) are skin; occluders reach the mask's
+    outline. A hole is closed with its soft rim (the pixels around it below ``rim``, up to 4 % of
+    the mask's side away, never past the outline): left in, the rim's grey would spread over the lids and brows with the
+    erosion that follows."""
     inner = mask >= 0.5
-    holes = ndimage.binary_fill_holes(inner) & ~inner
+    solid = ndimage.binary_fill_holes(inner)
+    holes = solid & ~inner
     if not holes.any():
         return mask
     lab, n = ndimage.label(holes)
     area = np.bincount(lab.ravel(), minlength=n + 1)
     small = area <= max_fraction * max(int(inner.sum()), 1)
     small[0] = False
+    close = small[lab]
+    grow = max(1, round(0.04 * mask.shape[0]))
+    close = ndimage.binary_dilation(close, iterations=grow, mask=solid & (mask < rim)) | close
     out = mask.copy()
-    out[small[lab]] = 1.0
+    out[close] = 1.0
     return out
 
 
@@ -267,9 +278,9 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
 
 def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
-    the face mask (its small holes closed); 0 outside the mask and the islands."""
+    the face mask (its small holes closed) or the crop's edge; 0 outside the mask and the islands."""
     closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
-    dist = ndimage.distance_transform_edt(closed).astype(np.float32)
+    dist = ndimage.distance_transform_edt(np.pad(closed, 1))[1:-1, 1:-1].astype(np.float32)  # the crop's edge too
     r = dist.shape[0]
     ij = np.clip(view.crop_xy.astype(np.int64), 0, r - 1)
     out = np.zeros(view.size * view.size, dtype=np.float32)
