@@ -154,6 +154,27 @@ def test_astronaut_keeps_her_brows_and_contrast(face_model):
     assert mean < 0.1 and above3 < 0.01 and dark < 1.0, (mean, above3, dark)
 
 
+def test_texture_border_fades_to_one_skin_colour(fringe_case, face_model):
+    """On the face's outer border (the seam with a full head's skin) the texture is one colour,
+    the median of the well-seen skin, which the head's skin material takes (head_files)."""
+    from pix2vertex_addon.core.texture import SEAM_MM, seam_distance
+
+    _, photo, rec = fringe_case
+    t = face_model.template
+    rest = t.vertices_cm * 10.0
+    res = clean_texture(photo, rec.camera, rec.vertices, rest, t.faces, t.uvs, mask=rec.maps["mask"])
+    dist = seam_distance(rest, t.faces, t.uvs)
+    border = (dist > 0) & (dist < 0.5)  # 0: outside the islands
+    assert border.sum() > 500
+    col = res.texture[border].astype(np.int64)
+    assert (col.max(axis=0) - col.min(axis=0)).max() <= 2, (col.min(axis=0), col.max(axis=0))
+    skin = np.median(res.raw[res.confidence >= 0.5], axis=0)
+    assert np.abs(np.median(col, axis=0) - skin).max() <= 3, (np.median(col, axis=0), skin)
+    # well inside the face the fade changes nothing
+    away = (dist > SEAM_MM) & (res.confidence >= 0.8)
+    np.testing.assert_array_equal(res.texture[away], res.raw[away])
+
+
 def test_confidence_ignores_the_eye_holes_but_not_the_fringe(fringe_case, face_model):
     _, photo, rec = fringe_case
     t = face_model.template

@@ -37,11 +37,12 @@ from .geometry.laplacian import vertex_normals
 from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
-           "mirror_texels", "texel_confidence"]
+           "mirror_texels", "seam_distance", "texel_confidence"]
 
 COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading grid)
 KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
 BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
+SEAM_MM = 15.0  # the texture fades to the skin colour over this distance from the face's outer border
 # log colour L = log((c + 4) / 259) of each 8-bit value, single and double precision
 _LOG32 = np.log((np.arange(256, dtype=np.float32) + np.float32(4.0)) / np.float32(259.0))
 _LOG64 = np.log((np.arange(256, dtype=np.float64) + 4.0) / 259.0)
@@ -187,6 +188,59 @@ def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     return out
 
 
+_SEAM_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+                  size: int = 1024) -> np.ndarray:
+    """(size, size) float32: distance (units of ``rest_vertices``, mm) from each texel's point on
+    the rest shape to the mesh's outer border (its longest boundary loop: for the face template,
+    the seam with the rest of a full head; the eye and mouth openings are not borders here);
+    0 outside the islands. Cached per layout."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    poly = np.asarray(polygons, dtype=np.int64)
+    rv = np.asarray(rest_vertices, dtype=np.float64)
+    key = (poly.shape, hash(poly.tobytes()), hash(rv.tobytes()), size)
+    hit = _SEAM_CACHE.get(key)
+    if hit is not None:
+        return hit
+    nxt = np.where(np.roll(poly, -1, axis=1) >= 0, np.roll(poly, -1, axis=1), poly[:, :1])
+    ok = poly >= 0
+    a, b = np.minimum(poly, nxt)[ok], np.maximum(poly, nxt)[ok]
+    edges, count = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+    border = edges[count == 1]
+    n = int(poly.max()) + 1
+    graph = sp.coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    on_border = np.zeros(n, dtype=bool)
+    on_border[border.ravel()] = True
+    loops, size_of = np.unique(label[on_border], return_counts=True)
+    outer = np.flatnonzero(on_border & (label == loops[np.argmax(size_of)]))
+    dist_v, _ = cKDTree(rv[outer]).query(rv[:n])
+    flat, _, _, _ = texel_weights(poly, corner_uvs, size)
+    out = np.zeros(size * size, dtype=np.float32)
+    out[flat] = _texel_points(poly, corner_uvs, size, dist_v[:, None])[:, 0]
+    out = out.reshape(size, size)
+    out.setflags(write=False)
+    if len(_SEAM_CACHE) > 4:
+        _SEAM_CACHE.clear()
+    _SEAM_CACHE[key] = out
+    return out
+
+
+def _seam_weight(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int) -> np.ndarray:
+    """The completion's ``seam`` weight: 0 on the outer border, 1 from :data:`SEAM_MM` inwards (cached)."""
+    dist = seam_distance(rest_vertices, polygons, corner_uvs, size)
+    hit = _SEAM_CACHE.get((id(dist), "weight"))
+    if hit is None:
+        hit = _smoothstep(dist, 0.0, SEAM_MM).astype(np.float32)
+        hit.setflags(write=False)
+        _SEAM_CACHE[(id(dist), "weight")] = hit
+    return hit
+
+
 def _cells(a: np.ndarray, k: int) -> np.ndarray:
     """Sum over k x k blocks of (S, S[, C]) (S divisible by k): rows of a block first, then its
     columns (six times faster than one reduction over both axes)."""
@@ -259,12 +313,15 @@ def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, an
 
 def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray, mirror: np.ndarray | None,
                      coarse: int = COARSE, bleed: int = 2,
-                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None,
+                     seam: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Replace the low-confidence texels of ``raw`` (S, S, 3) uint8 (see the module notes).
 
     inside : (S, S) bool texels inside the UV islands.  mirror : from :func:`mirror_texels` or None.
     bleed_index : (grown, source) flat texel indices of the bleed past the islands
         (:func:`.projection.texel_weights`), computed from ``inside`` and ``bleed`` when not given.
+    seam : (S, S) weight in [0, 1] of the completed colour against the median seen skin colour
+        (1: unchanged; 0 on the border where a full head's skin joins the texture).
     Returns (completed (S, S, 3) uint8, filled (S, S) bool).
     """
     s = raw.shape[0]
@@ -289,7 +346,8 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
     # only the texels below full weight change (alpha < 1); the others keep their raw colour
     cf, lgf = conf.ravel(), lg.reshape(-1, 3)
-    todo = np.flatnonzero(inside.ravel() & (cf < 0.8))
+    fade = None if seam is None else np.asarray(seam, dtype=np.float32).ravel()
+    todo = np.flatnonzero(inside.ravel() & ((cf < 0.8) if fade is None else ((cf < 0.8) | (fade < 1.0))))
     filled_lg: np.ndarray = base[todo]
     if mirror is not None:
         m = np.asarray(mirror).ravel()[todo]
@@ -298,6 +356,9 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     blend = np.flatnonzero(cf[todo] > 0.2)  # alpha > 0: a part of the photo's own colour
     alpha = _smoothstep(cf[todo[blend]], 0.2, 0.8)[:, None]
     filled_lg[blend] += alpha * (lgf[todo[blend]] - filled_lg[blend])
+    if fade is not None:  # towards the skin colour at the seam with a full head
+        near = np.flatnonzero(fade[todo] < 1.0)
+        filled_lg[near] = anchor + fade[todo[near], None] * (filled_lg[near] - anchor)
     out = raw.copy()
     out.reshape(-1, 3)[todo] = np.clip(np.exp(filled_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
     if bleed_index is None and bleed > 0:
@@ -362,5 +423,7 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     if mask is not None:
         conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
-    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source))
+    seam = _seam_weight(rest_vertices, polygons, corner_uvs, size)
+    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source),
+                                   seam=seam)
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
