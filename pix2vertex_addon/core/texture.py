@@ -43,6 +43,8 @@ COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading gr
 KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
 BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
 SEAM_MM = 15.0  # the texture fades to the skin colour over this distance from the face's outer border
+CHROMA_K = 2.0  # the colour test's threshold in chroma deviations (brightness: ``k``, 3)
+OUTER_MM = 45.0  # texels this near the face's outer border (sides, forehead top, neck) get the colour test
 # log colour L = log((c + 4) / 259) of each 8-bit value, single and double precision
 _LOG32 = np.log((np.arange(256, dtype=np.float32) + np.float32(4.0)) / np.float32(259.0))
 _LOG64 = np.log((np.arange(256, dtype=np.float64) + 4.0) / 259.0)
@@ -224,20 +226,22 @@ def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     out[flat] = _texel_points(poly, corner_uvs, size, dist_v[:, None])[:, 0]
     out = out.reshape(size, size)
     out.setflags(write=False)
-    if len(_SEAM_CACHE) > 4:
+    if len(_SEAM_CACHE) > 6:
         _SEAM_CACHE.clear()
     _SEAM_CACHE[key] = out
     return out
 
 
-def _seam_weight(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int) -> np.ndarray:
-    """The completion's ``seam`` weight: 0 on the outer border, 1 from :data:`SEAM_MM` inwards (cached)."""
+def _seam_ramp(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int, lo_mm: float,
+               hi_mm: float) -> np.ndarray:
+    """(size, size) float32 smoothstep of :func:`seam_distance` from ``lo_mm`` to ``hi_mm`` (cached)."""
     dist = seam_distance(rest_vertices, polygons, corner_uvs, size)
-    hit = _SEAM_CACHE.get((id(dist), "weight"))
+    key = (id(dist), lo_mm, hi_mm)
+    hit = _SEAM_CACHE.get(key)
     if hit is None:
-        hit = _smoothstep(dist, 0.0, SEAM_MM).astype(np.float32)
+        hit = _smoothstep(dist, lo_mm, hi_mm).astype(np.float32)
         hit.setflags(write=False)
-        _SEAM_CACHE[(id(dist), "weight")] = hit
+        _SEAM_CACHE[key] = hit
     return hit
 
 
@@ -383,24 +387,43 @@ def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     return out.reshape(view.size, view.size)
 
 
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    """(N, 2) log-colour differences (R - G, G - B) of (N, 3) uint8 colours."""
+    lg = _LOG64[rgb]
+    return np.stack([lg[:, 0] - lg[:, 1], lg[:, 1] - lg[:, 2]], axis=1)
+
+
 def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
-                         k: float = 3.0) -> np.ndarray:
+                         k: float = 3.0, outer: np.ndarray | None = None) -> np.ndarray:
     """(S, S) weight in [0, 1] that removes, within ``near_px`` of the mask's outline, texels whose
-    colour is far (more than ``k`` robust deviations, in log colour) from the well-seen skin: the
+    colour is far (more than ``k`` robust deviations, in log colour or in chroma) from the well-seen skin: the
     fringe of hair, a hat's brim or a collar the mask let through. Away from the outline (eyes,
-    brows, lips) every colour is kept; so is every texel whose confidence is already 0."""
-    good = (confidence >= 0.8) & (border > near_px)
+    brows, lips) every colour is kept; so is every texel whose confidence is already 0.
+
+    outer : (S, S) in [0, 1], texels tested as if on the outline whatever the mask says (the face's
+        outer band, :data:`OUTER_MM`: a white collar on the neck, hair on the sides); they are
+        left out of the skin statistics."""
+    near_all = 1.0 - _smoothstep(border.ravel(), 0.5 * near_px, near_px)
+    if outer is not None:
+        near_all = np.maximum(near_all, np.asarray(outer, dtype=np.float64).ravel())
+    good = ((confidence.ravel() >= 0.8) & (near_all == 0)).reshape(confidence.shape)
     out = np.ones(confidence.shape, dtype=np.float32)
     if good.sum() < 100:
         return out
     raw_good = raw[good]
     med = _median_u8(raw_good, _LOG64)
     mad = 1.4826 * _mad_u8(raw_good, _LOG64, med) + 0.02
-    band = np.flatnonzero((border.ravel() < near_px) & (confidence.ravel() > 0))
-    z = (np.abs(_LOG64[raw.reshape(-1, 3)[band]] - med) / mad).max(axis=-1)
+    # and in chroma (log R - log G, log G - log B), which shading and wrinkles hardly move: a white
+    # collar or a blue background is far from skin there even when the skin's brightness varies
+    chroma_good = _chroma(raw_good)
+    c_med = np.median(chroma_good, axis=0)
+    c_mad = 1.4826 * np.median(np.abs(chroma_good - c_med), axis=0) + 0.02
+    band = np.flatnonzero((near_all > 0) & (confidence.ravel() > 0))
+    raw_band = raw.reshape(-1, 3)[band]
+    z = np.maximum((np.abs(_LOG64[raw_band] - med) / mad).max(axis=-1),
+                   (np.abs(_chroma(raw_band) - c_med) / c_mad).max(axis=-1) * (k / CHROMA_K))
     outlier = 1.0 - _smoothstep(z, k, 1.5 * k)
-    near = 1.0 - _smoothstep(border.ravel()[band], 0.5 * near_px, near_px)
-    out.ravel()[band] = 1.0 - near * (1.0 - outlier)
+    out.ravel()[band] = 1.0 - near_all[band] * (1.0 - outlier)
     return out
 
 
@@ -421,9 +444,11 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     inside = np.zeros(size * size, dtype=bool)
     inside[flat_inside] = True
     if mask is not None:
-        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution)
+        outer = 1.0 - _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.5 * OUTER_MM, OUTER_MM)
+        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution,
+                                     outer=outer)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
-    seam = _seam_weight(rest_vertices, polygons, corner_uvs, size)
+    seam = _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.0, SEAM_MM)
     tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source),
                                    seam=seam)
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
