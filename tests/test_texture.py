@@ -22,8 +22,9 @@ from pix2vertex_addon.core.texture import clean_texture, complete_texture, texel
 
 from oracle import oracle_pipeline
 
-# measured on seed 11 (mean absolute error, 8-bit, on the occluded skin): raw 117.1, completed
-# 38.2 (ratio 0.33); the test asks for at most half the raw error
+# measured on seed 11 (mean absolute error, 8-bit, on the occluded skin): raw 114.4, completed
+# 31.9 (ratio 0.28; before the colour test in chroma and the outer band 0.33); the test asks for
+# at most half the raw error
 MAX_ERROR_RATIO = 0.5
 
 
@@ -67,9 +68,11 @@ def test_completion_beats_the_raw_projection_under_hair(fringe_case, face_model)
     e_raw = np.abs(res.raw.astype(float) - ref)[under_hair].mean()
     e_new = np.abs(res.texture.astype(float) - ref)[under_hair].mean()
     assert e_new < MAX_ERROR_RATIO * e_raw, f"completed {e_new:.1f} vs raw {e_raw:.1f}"
-    # well-seen skin is kept as photographed
-    kept = (conf_clean > 0.8) & (res.confidence > 0.8)
-    assert np.abs(res.texture.astype(float) - ref)[kept].mean() < 1.0
+    # well-seen skin is kept as photographed (but for the fade to one skin colour at the border)
+    from pix2vertex_addon.core.texture import SEAM_MM, seam_distance
+
+    kept = (conf_clean > 0.8) & (res.confidence > 0.8) & (seam_distance(t.vertices_cm * 10.0, t.faces, t.uvs) > SEAM_MM)
+    assert np.abs(res.texture.astype(float) - ref)[kept].mean() < 0.1  # measured 0.000 on 348,208 texels
     # the raw projection is the plain bake (the second image artists can use)
     np.testing.assert_array_equal(res.raw, bake_texture(photo, rec.camera, rec.vertices, t.faces, t.uvs)[0])
 
@@ -124,7 +127,7 @@ def test_well_seen_skin_and_brows_keep_their_colour_under_a_soft_mask(face_model
     t = face_model.template
     res = clean_texture(s["image"], rec.camera, rec.vertices, t.vertices_cm * 10.0, t.faces, t.uvs, mask=soft)
     mean, above3, dark = _kept_as_photographed(res, _well_seen_inside_the_mask(rec, face_model, s["image"], s["mask"]))
-    # measured: 0.02, 0.0020, 0.00 (with the rims left open: 0.12, 0.0127, 1.13)
+    # measured: 0.0001, 0, 0 on 309,606 texels (the previous clean-up, rims left open: 0.13 mean)
     assert mean < 0.06 and above3 < 0.005 and dark < 0.3, (mean, above3, dark)
 
 

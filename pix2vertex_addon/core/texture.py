@@ -252,30 +252,20 @@ def _cells(a: np.ndarray, k: int) -> np.ndarray:
     return a.reshape(s, k, s, k, *a.shape[2:]).sum(axis=1).sum(axis=2)
 
 
-def _median_u8(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(C,) per-channel median of ``lut[values]`` for (N, C) uint8 ``values``, equal to
-    ``np.median(lut[values], axis=0)`` but from a 256-bin histogram (no sort of N values)."""
-    n = len(values)
-    ranks = np.array([(n - 1) // 2, n // 2])
-    out = np.empty(values.shape[1], dtype=lut.dtype)
-    order = np.argsort(lut, kind="stable")
-    for c in range(values.shape[1]):
-        cum = np.cumsum(np.bincount(values[:, c], minlength=256)[order])
-        out[c] = np.mean(lut[order[np.searchsorted(cum, ranks, side="right")]])
-    return out
+def _table_median(codes: np.ndarray, table: np.ndarray) -> float:
+    """``np.median(table[codes])`` for integer ``codes`` into a small ``table`` (256 or 65536
+    values), from a histogram of the codes instead of a sort of all of them (same result)."""
+    n = len(codes)
+    order = np.argsort(table, kind="stable")
+    cum = np.cumsum(np.bincount(codes, minlength=len(table))[order])
+    pick = order[np.searchsorted(cum, np.array([(n - 1) // 2, n // 2]), side="right")]
+    return np.mean(table[pick])
 
 
-def _mad_u8(values: np.ndarray, lut: np.ndarray, med: np.ndarray) -> np.ndarray:
-    """(C,) per-channel ``np.median(np.abs(lut[values] - med), axis=0)``, from histograms."""
-    n = len(values)
-    ranks = np.array([(n - 1) // 2, n // 2])
-    out = np.empty(values.shape[1], dtype=lut.dtype)
-    for c in range(values.shape[1]):
-        dev = np.abs(lut - med[c])
-        order = np.argsort(dev, kind="stable")
-        cum = np.cumsum(np.bincount(values[:, c], minlength=256)[order])
-        out[c] = np.mean(dev[order[np.searchsorted(cum, ranks, side="right")]])
-    return out
+def _robust_centre(codes: np.ndarray, table: np.ndarray) -> tuple[float, float]:
+    """(median, MAD) of ``table[codes]``."""
+    med = _table_median(codes, table)
+    return med, _table_median(codes, np.abs(table - med))
 
 
 def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, anchor: np.ndarray,
@@ -341,7 +331,8 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
     cell_known = wsum / coarse**2 >= 0.4
     cell_domain = _cells(inside.astype(np.float64), coarse) > 0
-    anchor = _median_u8(raw[known], _LOG32)
+    raw_known = raw[known]
+    anchor = np.array([_table_median(raw_known[:, c], _LOG32) for c in range(3)], dtype=np.float32)
     base_c = _screened_fill(np.where(cell_known[..., None], cell_mean, 0.0), cell_known, cell_domain, anchor)
     base_c = np.where(cell_domain[..., None], base_c, anchor)
     import cv2
@@ -387,10 +378,14 @@ def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     return out.reshape(view.size, view.size)
 
 
-def _chroma(rgb: np.ndarray) -> np.ndarray:
-    """(N, 2) log-colour differences (R - G, G - B) of (N, 3) uint8 colours."""
-    lg = _LOG64[rgb]
-    return np.stack([lg[:, 0] - lg[:, 1], lg[:, 1] - lg[:, 2]], axis=1)
+# chroma (log R - log G, log G - log B) of every pair of 8-bit values, indexed by 256 a + b
+_CHROMA = (_LOG64[:, None] - _LOG64[None, :]).ravel()
+
+
+def _chroma_codes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, G) and (G, B) pair codes into :data:`_CHROMA` of (N, 3) uint8 colours."""
+    c = rgb.astype(np.int64)
+    return c[:, 0] * 256 + c[:, 1], c[:, 1] * 256 + c[:, 2]
 
 
 def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
@@ -411,17 +406,17 @@ def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.nda
     if good.sum() < 100:
         return out
     raw_good = raw[good]
-    med = _median_u8(raw_good, _LOG64)
-    mad = 1.4826 * _mad_u8(raw_good, _LOG64, med) + 0.02
-    # and in chroma (log R - log G, log G - log B), which shading and wrinkles hardly move: a white
-    # collar or a blue background is far from skin there even when the skin's brightness varies
-    chroma_good = _chroma(raw_good)
-    c_med = np.median(chroma_good, axis=0)
-    c_mad = 1.4826 * np.median(np.abs(chroma_good - c_med), axis=0) + 0.02
     band = np.flatnonzero((near_all > 0) & (confidence.ravel() > 0))
     raw_band = raw.reshape(-1, 3)[band]
-    z = np.maximum((np.abs(_LOG64[raw_band] - med) / mad).max(axis=-1),
-                   (np.abs(_chroma(raw_band) - c_med) / c_mad).max(axis=-1) * (k / CHROMA_K))
+    # in log colour per channel, and in chroma, which shading and wrinkles hardly move: a white
+    # collar or a blue background is far from skin there even when the skin's brightness varies
+    z = np.zeros(len(band))
+    for c in range(3):
+        med, mad = _robust_centre(raw_good[:, c], _LOG64)
+        z = np.maximum(z, np.abs(_LOG64[raw_band[:, c]] - med) / (1.4826 * mad + 0.02))
+    for good_codes, band_codes in zip(_chroma_codes(raw_good), _chroma_codes(raw_band)):
+        med, mad = _robust_centre(good_codes, _CHROMA)
+        z = np.maximum(z, np.abs(_CHROMA[band_codes] - med) / (1.4826 * mad + 0.02) * (k / CHROMA_K))
     outlier = 1.0 - _smoothstep(z, k, 1.5 * k)
     out.ravel()[band] = 1.0 - near_all[band] * (1.0 - outlier)
     return out
