@@ -7,7 +7,8 @@ One row per photo (scikit-image's astronaut; the astronaut with a hair fringe co
 forehead; Grace Hopper with glasses composited, tests/composites.py): the networks' crop and
 mask, the textured reconstruction from the front and turned 40 degrees with the raw projection
 (``texture_raw.png``, "before") and with the cleaned texture (``texture.png``, "after"), both
-Workbench renders of ``face_base.obj``, and the two UV textures.
+Workbench renders of ``face_base.obj``, the two UV textures, and the full head (the add-on's
+Blender head with the cleaned texture, its skin and scalp parts) at 0, 40 and 90 degrees.
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def renders(result: Path, texture: str, size: int, tmp: Path):
     return tiles
 
 
+def head_renders(result: Path, size: int, tmp: Path, model):
+    import bpy
+    from PIL import Image
+
+    from pix2vertex_addon.blender.head import add_head_object
+    from pix2vertex_addon.blender.render import frame_camera, render_png
+    from pix2vertex_addon.core.head import build_head
+    from pix2vertex_addon.core.head_files import MM_TO_M, read_obj_vertices
+
+    head = build_head(model, read_obj_vertices(result / "face_base.obj") / MM_TO_M, arkit=False)
+    bpy.ops.wm.read_homefile(use_empty=True)
+    obj = add_head_object(bpy.context, head, result.name, result / "texture.png")
+    tiles = []
+    for k, yaw in enumerate((0.0, 40.0, 90.0)):
+        frame_camera(obj, yaw_deg=yaw, pitch_deg=5.0, margin=1.05)
+        png = render_png(tmp / f"head{k}.png", resolution=(size, size), textured=True)
+        tiles.append(Image.open(png).convert("RGB"))
+    return tiles
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "docs" / "texture_cleanup.png"))
@@ -79,7 +100,8 @@ def main(argv: list[str]) -> int:
     s = args.size
     pipe = Pipeline()
     rows = []
-    header = ["crop", "mask", "before", "before 40°", "after", "after 40°", "raw texture", "clean texture"]
+    header = ["crop", "mask", "before", "before 40°", "after", "after 40°", "raw texture", "clean texture",
+              "full head", "head 40°", "head 90°"]
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         for name, rgb in inputs().items():
@@ -89,7 +111,8 @@ def main(argv: list[str]) -> int:
             mask = Image.fromarray((rec.maps["mask"] * 255).astype(np.uint8)).convert("RGB").resize((s, s))
             tiles = [crop, mask, *renders(res, "texture_raw.png", s, tmp), *renders(res, "texture.png", s, tmp),
                      Image.open(res / "texture_raw.png").convert("RGB").resize((s, s)),
-                     Image.open(res / "texture.png").convert("RGB").resize((s, s))]
+                     Image.open(res / "texture.png").convert("RGB").resize((s, s)),
+                     *head_renders(res, s, tmp, pipe.model)]
             row = Image.new("RGB", (s * len(tiles), s + 18), (255, 255, 255))
             ImageDraw.Draw(row).text((4, 2), name, fill=(0, 0, 0))
             for k, tile in enumerate(tiles):

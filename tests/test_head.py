@@ -163,6 +163,36 @@ def test_shapes_move_eyes_and_teeth(case):
     assert set(np.unique(head.material)) == set(range(len(H.HEAD_MATERIALS)))
 
 
+def test_scalp_covers_the_top_and_back_and_the_skin_takes_the_texture_border(case):
+    from pix2vertex_addon.core.head_files import material_colors, seam_uvs
+
+    m, head = case["model"], case["head"]
+    scalp = head.material == H.HEAD_MATERIALS.index("scalp")
+    skin = head.material == H.HEAD_MATERIALS.index("skin")
+    assert scalp.sum() > 300 and skin.sum() > 300
+    v = m.neutral_vertices.astype(np.float64)  # the parts are defined on the neutral model (cm)
+    centre = np.array([v[p[p >= 0]].mean(axis=0) for p in head.faces])
+    head_skin = scalp | skin
+    brow_y = v[m.landmarks_68[17:27], 1].mean()
+    top = np.argmax(np.where(head_skin, centre[:, 1], -np.inf))
+    back = np.argmin(np.where(head_skin & (np.abs(centre[:, 1] - brow_y) < 1.0), centre[:, 2], np.inf))
+    assert scalp[top] and scalp[back], "the crown and the back of the head at the brows' height are scalp"
+    assert not (scalp & (centre[:, 1] < brow_y) & (centre[:, 2] > v[m.landmarks_68[0], 2])).any(), \
+        "no scalp in front of the ears below the brows"
+    # the skin takes the texture's colour along the seam; the scalp is a duller, darker skin
+    uv = seam_uvs(head)
+    assert len(uv) > 100
+    tex = np.zeros((256, 256, 3), np.uint8)
+    tex[...] = (90, 200, 40)
+    ij = np.clip((np.stack([1.0 - uv[:, 1], uv[:, 0]], axis=1) * 256).astype(int), 0, 255)
+    tex[ij[:, 0], ij[:, 1]] = (200, 150, 120)
+    col = material_colors(tex, uv)
+    lin = ((np.array([200, 150, 120]) / 255.0 + 0.055) / 1.055) ** 2.4
+    np.testing.assert_allclose(col["skin"], lin, atol=1e-6)
+    sk, sc = np.array(col["skin"]), np.array(col["scalp"])
+    assert sc.mean() < sk.mean() and (sc.max() - sc.min()) < (sk.max() - sk.min())
+
+
 def test_build_head_rejects_bad_input(face_model):
     with pytest.raises(ValueError, match="9409, 3"):
         H.build_head(face_model, np.zeros((10, 3)))

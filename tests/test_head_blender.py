@@ -155,7 +155,10 @@ def test_the_core_glb_imports_into_blender(head_scene):
     kb = got.shape_keys.key_blocks
     jaw_got = np.linalg.norm(_key_co(kb["jawOpen"]) - _key_co(kb[0]), axis=1)
     np.testing.assert_allclose(np.sort(jaw_got), np.sort(jaw), atol=2e-6)
-    assert len(got.materials) == 8 and got.materials[0].node_tree.nodes.get("Image Texture") is not None
+    from pix2vertex_addon.core.head import HEAD_MATERIALS
+
+    assert [m.name for m in got.materials] == list(HEAD_MATERIALS), "every part, the scalp included"
+    assert got.materials[0].node_tree.nodes.get("Image Texture") is not None
 
 
 @pytest.mark.slow

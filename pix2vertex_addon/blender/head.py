@@ -11,7 +11,7 @@ import bpy
 import numpy as np
 
 from ..core.head import HEAD_MATERIALS, PHOTO_EXPRESSION, Head
-from ..core.head_files import ROUGHNESS, material_colors
+from ..core.head_files import ROUGHNESS, material_colors, seam_uvs
 from .apply import model_mm_to_blender, set_texture_material
 from .mesh import polygon_mesh
 
@@ -78,7 +78,7 @@ def add_head_object(context: bpy.types.Context, head: Head, name: str, texture_p
     else:
         mesh.materials.append(_plain_material(f"p2v Head Face {name}", (0.6, 0.45, 0.4), 0.55))
         made.append(mesh.materials[0])
-    colors = material_colors(tex_rgb)
+    colors = material_colors(tex_rgb, seam_uvs(head))
     for part in HEAD_MATERIALS[1:]:
         mesh.materials.append(_plain_material(f"p2v {part} {name}", colors[part], ROUGHNESS.get(part, 0.55)))
         made.append(mesh.materials[-1])

@@ -116,7 +116,10 @@ ARKIT_FROM_ICT: tuple[tuple[str, tuple[str, ...]], ...] = (
 ARKIT_NAMES: tuple[str, ...] = tuple(a for a, src in ARKIT_FROM_ICT if src)
 
 # Head parts: ICT regions kept (a prefix of the vertex order: face .. eyeballs) and materials.
-HEAD_MATERIALS: tuple[str, ...] = ("face", "skin", "mouth", "gums", "teeth", "sclera", "iris", "pupil")
+HEAD_MATERIALS: tuple[str, ...] = ("face", "skin", "scalp", "mouth", "gums", "teeth", "sclera", "iris", "pupil")
+# The scalp: head skin above a hairline HAIRLINE_CM above the brows over the forehead and the
+# temples, falling to 3 cm below the brows behind the ears (the synthetic faces' painted hairline).
+HAIRLINE_CM = 5.0
 # ICT's eyeball is two nested spheres textured by ICT's eye textures; without them the outer
 # sphere's polygons are coloured by their angle from the eye's axis (+z in the neutral model):
 # iris within 33 degrees (an 11-12 mm iris on a 12 mm eyeball), pupil within 13 degrees.
@@ -381,6 +384,9 @@ def _material_per_polygon(model: FaceModel, keep: np.ndarray) -> np.ndarray:
     corner = np.where(corner >= 0, corner, faces[:, 0])
     idx = np.array([HEAD_MATERIALS.index(_REGION_MATERIAL[names[j]]) for j in region_of[corner]])
     v = model.neutral_vertices.astype(np.float64)
+    skin = np.flatnonzero(idx == HEAD_MATERIALS.index("skin"))
+    idx[skin[_above_hairline(model, np.array([v[p[p >= 0]].mean(axis=0) for p in faces[skin]]))]] = \
+        HEAD_MATERIALS.index("scalp")
     for side in ("left", "right"):
         outer = slice(*model.regions[f"sclera_{side}"])
         c, _ = sphere_fit(v[outer])
@@ -390,6 +396,14 @@ def _material_per_polygon(model: FaceModel, keep: np.ndarray) -> np.ndarray:
         idx[polys[angle < IRIS_HALF_ANGLE_DEG]] = HEAD_MATERIALS.index("iris")
         idx[polys[angle < PUPIL_HALF_ANGLE_DEG]] = HEAD_MATERIALS.index("pupil")
     return idx.astype(np.int64)
+
+
+def _above_hairline(model: FaceModel, points_cm: np.ndarray) -> np.ndarray:
+    """(N,) bool: points of the neutral model (cm) above the scalp's hairline (:data:`HAIRLINE_CM`)."""
+    lm = model.neutral_vertices[model.landmarks_68].astype(np.float64)
+    height = points_cm[:, 1] - lm[17:27, 1].mean()  # above the brows
+    behind = np.clip((lm[0, 2] - points_cm[:, 2]) / 3.0, 0.0, 1.0)  # behind the ears
+    return height > HAIRLINE_CM - behind * (HAIRLINE_CM + 3.0)
 
 
 def _socket_ring(model: FaceModel, vertices: np.ndarray, parts: tuple[str, ...], socket: str,

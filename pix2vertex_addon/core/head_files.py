@@ -19,30 +19,58 @@ from .face_model import FaceModel, load_face_model
 from .gltf import GltfMaterial, write_glb
 from .head import ARKIT_FROM_ICT, HEAD_MATERIALS, PHOTO_EXPRESSION, Head, build_head
 
-__all__ = ["HEAD_FILES", "ROUGHNESS", "head_from_result", "material_colors", "read_obj_vertices", "write_head_files"]
+__all__ = ["HEAD_FILES", "ROUGHNESS", "head_from_result", "material_colors", "read_obj_vertices", "seam_uvs",
+           "write_head_files"]
 
 HEAD_FILES = ("head.obj", "head.mtl", "head.glb", "head.json")
 MM_TO_M = 0.001
 
-# Linear RGB colours of the untextured parts; "skin" is replaced by the photo's mean skin colour.
+# Linear RGB colours of the untextured parts; "skin" and "scalp" are replaced from the texture.
 _COLORS: dict[str, tuple[float, float, float]] = {
-    "face": (1.0, 1.0, 1.0), "skin": (0.60, 0.40, 0.32), "mouth": (0.25, 0.06, 0.06),
+    "face": (1.0, 1.0, 1.0), "skin": (0.60, 0.40, 0.32), "scalp": (0.50, 0.38, 0.32), "mouth": (0.25, 0.06, 0.06),
     "gums": (0.55, 0.18, 0.18), "teeth": (0.80, 0.77, 0.68), "sclera": (0.85, 0.83, 0.80),
     "iris": (0.10, 0.06, 0.03), "pupil": (0.005, 0.005, 0.005),
 }
 ROUGHNESS = {"teeth": 0.3, "sclera": 0.15, "iris": 0.2, "pupil": 0.1, "mouth": 0.8, "gums": 0.5}
+# The scalp: the skin colour with this much of its saturation and of its brightness kept.
+SCALP_SATURATION, SCALP_BRIGHTNESS = 0.6, 0.9
 
 
-def material_colors(texture_rgb: np.ndarray | None = None) -> dict[str, tuple[float, float, float]]:
-    """Part colours (linear RGB); the skin takes the median colour of the texture's seen texels."""
+def seam_uvs(head: Head) -> np.ndarray:
+    """(K, 2) UVs of the face-textured polygons' corners on the seam with the rest of the head
+    (vertices shared with polygons of another part): where the texture meets the head's skin."""
+    face = head.material == HEAD_MATERIALS.index("face")
+    other = head.faces[~face]
+    on_seam = np.zeros(len(head.vertices), dtype=bool)
+    on_seam[other[other >= 0]] = True
+    f = head.faces[face]
+    corner = (f >= 0) & on_seam[np.maximum(f, 0)]
+    return head.corner_uvs[face][corner].astype(np.float64)
+
+
+def material_colors(texture_rgb: np.ndarray | None = None,
+                    seam_uv: np.ndarray | None = None) -> dict[str, tuple[float, float, float]]:
+    """Part colours (linear RGB). The skin takes the texture's median colour along ``seam_uv``
+    (:func:`seam_uvs`; the clean-up fades the texture's border to one skin colour, so the head
+    joins it without a seam), else over the texture's seen texels; the scalp is that skin colour,
+    less saturated and a little darker."""
     colors = dict(_COLORS)
     if texture_rgb is not None:
-        t = np.asarray(texture_rgb)[..., :3].reshape(-1, 3)
-        seen = t[t.max(axis=1) > 8]
+        t = np.asarray(texture_rgb)[..., :3]
+        if seam_uv is not None and len(seam_uv):
+            s = t.shape[0]
+            ij = np.clip((np.stack([1.0 - seam_uv[:, 1], seam_uv[:, 0]], axis=1) * s).astype(np.int64), 0, s - 1)
+            seen = t[ij[:, 0], ij[:, 1]]
+        else:
+            flat = t.reshape(-1, 3)
+            seen = flat[flat.max(axis=1) > 8]
         if len(seen):
             srgb = np.median(seen, axis=0) / 255.0
             lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
             colors["skin"] = (float(lin[0]), float(lin[1]), float(lin[2]))
+            grey = float(lin @ np.array([0.2126, 0.7152, 0.0722]))
+            scalp = SCALP_BRIGHTNESS * (grey + SCALP_SATURATION * (lin - grey))
+            colors["scalp"] = (float(scalp[0]), float(scalp[1]), float(scalp[2]))
     return colors
 
 
@@ -94,7 +122,7 @@ def write_head_files(folder: str | os.PathLike[str], head: Head, model: FaceMode
         tex_name = Path(texture_png).name
         with Image.open(texture_png) as im:
             tex_rgb = np.asarray(im.convert("RGB"))
-    colors = material_colors(tex_rgb)
+    colors = material_colors(tex_rgb, seam_uvs(head))
     write_bytes_atomic(folder / "head.obj", format_head_obj(head, "head.mtl").encode("utf-8"))
     write_bytes_atomic(folder / "head.mtl", _mtl(colors, tex_name).encode("utf-8"))
     mats = [GltfMaterial(n, (*colors[n], 1.0), ROUGHNESS.get(n, 0.55), tex_bytes if n == "face" else None)

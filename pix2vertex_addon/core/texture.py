@@ -37,11 +37,17 @@ from .geometry.laplacian import vertex_normals
 from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
-           "mirror_texels", "texel_confidence"]
+           "mirror_texels", "seam_distance", "texel_confidence"]
 
 COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading grid)
 KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
 BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
+SEAM_MM = 15.0  # the texture fades to the skin colour over this distance from the face's outer border
+CHROMA_K = 2.0  # the colour test's threshold in chroma deviations (brightness: ``k``, 3)
+OUTER_MM = 45.0  # texels this near the face's outer border (sides, forehead top, neck) get the colour test
+# log colour L = log((c + 4) / 259) of each 8-bit value, single and double precision
+_LOG32 = np.log((np.arange(256, dtype=np.float32) + np.float32(4.0)) / np.float32(259.0))
+_LOG64 = np.log((np.arange(256, dtype=np.float64) + 4.0) / 259.0)
 
 
 @dataclass
@@ -101,11 +107,11 @@ def texel_confidence(
         view = texel_view(camera, vertices, polygons, corner_uvs, image_size, size, depth_tolerance_mm, depth_crop)
     v = np.asarray(vertices, dtype=np.float64)
     nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, view.triangles))
-    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
     cam = camera.to_camera(view.points)
-    to_cam = -cam / (np.linalg.norm(cam, axis=1, keepdims=True) + 1e-12)
-    cos = (nrm * to_cam).sum(axis=1)
-    if np.median(cos) < 0:  # the mesh's winding gives inward normals
+    # cosine between the normal and the ray to the camera (-cam), in single passes over the texels
+    cos = -np.einsum("ij,ij->i", nrm, cam)
+    cos /= (np.sqrt(np.einsum("ij,ij->i", nrm, nrm)) + 1e-12) * (np.sqrt(np.einsum("ij,ij->i", cam, cam)) + 1e-12)
+    if 2 * np.count_nonzero(cos < 0) > len(cos):  # most normals point inwards: the mesh's winding
         cos = -cos
     conf = _smoothstep(cos, *facing) * view.seen
     if mask is not None:
@@ -114,25 +120,39 @@ def texel_confidence(
         if erode > 0:
             m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
         m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
-        conf = conf * (_bilinear(m8, view.crop_xy)[:, 0] / 255.0)
+        # past the crop the networks saw nothing: the mask fades to 0 at the crop's edge (a plain
+        # edge clamp would carry the neck's mask onto the collar below the crop)
+        live = np.flatnonzero(conf > 0)
+        xy = view.crop_xy[live]
+        r = camera.resolution
+        x, y = xy[:, 0], xy[:, 1]
+        edge = np.minimum(np.minimum(x, r - x), np.minimum(y, r - y))
+        conf[live] *= (_bilinear(m8, xy)[:, 0] / 255.0) * _smoothstep(edge, 0.0, erode + 1.0)
     out = np.zeros(size * size, dtype=np.float32)
     out[view.inside] = conf
     return out.reshape(size, size)
 
 
-def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02) -> np.ndarray:
+def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02, rim: float = 0.95) -> np.ndarray:
     """The mask with its small enclosed holes set to 1: the eyes and an open mouth are holes of
-    the face mask but their borders (lids, lips) are skin; occluders reach the mask's outline."""
+    the face mask but their borders (lids, lips, brows) are skin; occluders reach the mask's
+    outline. A hole is closed with its soft rim (the pixels around it below ``rim``, up to 4 % of
+    the mask's side away, never past the outline): left in, the rim's grey would spread over the lids and brows with the
+    erosion that follows."""
     inner = mask >= 0.5
-    holes = ndimage.binary_fill_holes(inner) & ~inner
+    solid = ndimage.binary_fill_holes(inner)
+    holes = solid & ~inner
     if not holes.any():
         return mask
     lab, n = ndimage.label(holes)
     area = np.bincount(lab.ravel(), minlength=n + 1)
     small = area <= max_fraction * max(int(inner.sum()), 1)
     small[0] = False
+    close = small[lab]
+    grow = max(1, round(0.04 * mask.shape[0]))
+    close = ndimage.binary_dilation(close, iterations=grow, mask=solid & (mask < rim)) | close
     out = mask.copy()
-    out[small[lab]] = 1.0
+    out[close] = 1.0
     return out
 
 
@@ -170,10 +190,82 @@ def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     return out
 
 
+_SEAM_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+                  size: int = 1024) -> np.ndarray:
+    """(size, size) float32: distance (units of ``rest_vertices``, mm) from each texel's point on
+    the rest shape to the mesh's outer border (its longest boundary loop: for the face template,
+    the seam with the rest of a full head; the eye and mouth openings are not borders here);
+    0 outside the islands. Cached per layout."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    poly = np.asarray(polygons, dtype=np.int64)
+    rv = np.asarray(rest_vertices, dtype=np.float64)
+    key = (poly.shape, hash(poly.tobytes()), hash(rv.tobytes()), size)
+    hit = _SEAM_CACHE.get(key)
+    if hit is not None:
+        return hit
+    nxt = np.where(np.roll(poly, -1, axis=1) >= 0, np.roll(poly, -1, axis=1), poly[:, :1])
+    ok = poly >= 0
+    a, b = np.minimum(poly, nxt)[ok], np.maximum(poly, nxt)[ok]
+    edges, count = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+    border = edges[count == 1]
+    n = int(poly.max()) + 1
+    graph = sp.coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    on_border = np.zeros(n, dtype=bool)
+    on_border[border.ravel()] = True
+    loops, size_of = np.unique(label[on_border], return_counts=True)
+    outer = np.flatnonzero(on_border & (label == loops[np.argmax(size_of)]))
+    dist_v, _ = cKDTree(rv[outer]).query(rv[:n])
+    flat, _, _, _ = texel_weights(poly, corner_uvs, size)
+    out = np.zeros(size * size, dtype=np.float32)
+    out[flat] = _texel_points(poly, corner_uvs, size, dist_v[:, None])[:, 0]
+    out = out.reshape(size, size)
+    out.setflags(write=False)
+    if len(_SEAM_CACHE) > 6:
+        _SEAM_CACHE.clear()
+    _SEAM_CACHE[key] = out
+    return out
+
+
+def _seam_ramp(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int, lo_mm: float,
+               hi_mm: float) -> np.ndarray:
+    """(size, size) float32 smoothstep of :func:`seam_distance` from ``lo_mm`` to ``hi_mm`` (cached)."""
+    dist = seam_distance(rest_vertices, polygons, corner_uvs, size)
+    key = (id(dist), lo_mm, hi_mm)
+    hit = _SEAM_CACHE.get(key)
+    if hit is None:
+        hit = _smoothstep(dist, lo_mm, hi_mm).astype(np.float32)
+        hit.setflags(write=False)
+        _SEAM_CACHE[key] = hit
+    return hit
+
+
 def _cells(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum over k x k blocks of (S, S[, C]) (S divisible by k)."""
+    """Sum over k x k blocks of (S, S[, C]) (S divisible by k): rows of a block first, then its
+    columns (six times faster than one reduction over both axes)."""
     s = a.shape[0] // k
-    return a.reshape(s, k, s, k, *a.shape[2:]).sum(axis=(1, 3))
+    return a.reshape(s, k, s, k, *a.shape[2:]).sum(axis=1).sum(axis=2)
+
+
+def _table_median(codes: np.ndarray, table: np.ndarray) -> float:
+    """``np.median(table[codes])`` for integer ``codes`` into a small ``table`` (256 or 65536
+    values), from a histogram of the codes instead of a sort of all of them (same result)."""
+    n = len(codes)
+    order = np.argsort(table, kind="stable")
+    cum = np.cumsum(np.bincount(codes, minlength=len(table))[order])
+    pick = order[np.searchsorted(cum, np.array([(n - 1) // 2, n // 2]), side="right")]
+    return np.mean(table[pick])
+
+
+def _robust_centre(codes: np.ndarray, table: np.ndarray) -> tuple[float, float]:
+    """(median, MAD) of ``table[codes]``."""
+    med = _table_median(codes, table)
+    return med, _table_median(codes, np.abs(table - med))
 
 
 def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, anchor: np.ndarray,
@@ -206,21 +298,24 @@ def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, an
         kn = ~u
         rhs[i_ok[kn]] += values[rr[ok][kn], cc[ok][kn]]
     off_r, off_c = np.concatenate(rows), np.concatenate(cols)
-    a = sp.csr_matrix((np.r_[diag, -np.ones(len(off_r))], (np.r_[np.arange(n_u), off_r], np.r_[np.arange(n_u), off_c])),
+    a = sp.csc_matrix((np.r_[diag, -np.ones(len(off_r))], (np.r_[np.arange(n_u), off_r], np.r_[np.arange(n_u), off_c])),
                       shape=(n_u, n_u))
-    sol = spsolve(a.tocsc(), rhs)
+    sol = spsolve(a, rhs)
     out[unknown] = np.asarray(sol).reshape(n_u, -1)
     return out
 
 
 def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray, mirror: np.ndarray | None,
                      coarse: int = COARSE, bleed: int = 2,
-                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     bleed_index: tuple[np.ndarray, np.ndarray] | None = None,
+                     seam: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Replace the low-confidence texels of ``raw`` (S, S, 3) uint8 (see the module notes).
 
     inside : (S, S) bool texels inside the UV islands.  mirror : from :func:`mirror_texels` or None.
     bleed_index : (grown, source) flat texel indices of the bleed past the islands
         (:func:`.projection.texel_weights`), computed from ``inside`` and ``bleed`` when not given.
+    seam : (S, S) weight in [0, 1] of the completed colour against the median seen skin colour
+        (1: unchanged; 0 on the border where a full head's skin joins the texture).
     Returns (completed (S, S, 3) uint8, filled (S, S) bool).
     """
     s = raw.shape[0]
@@ -230,31 +325,37 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     known = conf >= KNOWN
     if not known.any():
         return raw.copy(), inside.copy()
-    lg = np.log((raw.astype(np.float32) + np.float32(4.0)) / np.float32(259.0))
+    lg = _LOG32[raw]
     # shading layer: confidence-weighted cell means, filled where cells are not well seen
     wsum = _cells(conf, coarse)
     cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
     cell_known = wsum / coarse**2 >= 0.4
     cell_domain = _cells(inside.astype(np.float64), coarse) > 0
-    anchor = np.median(lg[known], axis=0)
+    raw_known = raw[known]
+    anchor = np.array([_table_median(raw_known[:, c], _LOG32) for c in range(3)], dtype=np.float32)
     base_c = _screened_fill(np.where(cell_known[..., None], cell_mean, 0.0), cell_known, cell_domain, anchor)
     base_c = np.where(cell_domain[..., None], base_c, anchor)
     import cv2
 
     base_c = cv2.GaussianBlur(base_c.astype(np.float32), (0, 0), 1.0)
-    base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR)
-    detail = lg - base
-    fill_detail = np.zeros_like(detail)
+    base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
+    # only the texels below full weight change (alpha < 1); the others keep their raw colour
+    cf, lgf = conf.ravel(), lg.reshape(-1, 3)
+    fade = None if seam is None else np.asarray(seam, dtype=np.float32).ravel()
+    todo = np.flatnonzero(inside.ravel() & ((cf < 0.8) if fade is None else ((cf < 0.8) | (fade < 1.0))))
+    filled_lg: np.ndarray = base[todo]
     if mirror is not None:
-        m = np.asarray(mirror).ravel()
-        cf, df = conf.ravel(), detail.reshape(-1, 3)
+        m = np.asarray(mirror).ravel()[todo]
         good = (m >= 0) & (cf[np.maximum(m, 0)] >= 0.8)
-        fill_detail.reshape(-1, 3)[good] = df[m[good]]
-    filled_lg = base + fill_detail
-    alpha = _smoothstep(conf, 0.2, 0.8)[..., None]
-    out_lg = filled_lg + alpha * (lg - filled_lg)
-    out = np.clip(np.exp(out_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
-    out[~inside] = raw[~inside]
+        filled_lg[good] += lgf[m[good]] - base[m[good]]  # the mirror's detail
+    blend = np.flatnonzero(cf[todo] > 0.2)  # alpha > 0: a part of the photo's own colour
+    alpha = _smoothstep(cf[todo[blend]], 0.2, 0.8)[:, None]
+    filled_lg[blend] += alpha * (lgf[todo[blend]] - filled_lg[blend])
+    if fade is not None:  # towards the skin colour at the seam with a full head
+        near = np.flatnonzero(fade[todo] < 1.0)
+        filled_lg[near] = anchor + fade[todo[near], None] * (filled_lg[near] - anchor)
+    out = raw.copy()
+    out.reshape(-1, 3)[todo] = np.clip(np.exp(filled_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
     if bleed_index is None and bleed > 0:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
         g = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
@@ -267,9 +368,9 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
 
 def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     """(size, size) float32: distance (crop pixels) of each texel's image point to the outline of
-    the face mask (its small holes closed); 0 outside the mask and the islands."""
+    the face mask (its small holes closed) or the crop's edge; 0 outside the mask and the islands."""
     closed = _close_small_holes(np.asarray(mask, dtype=np.float32)) >= 0.5
-    dist = ndimage.distance_transform_edt(closed).astype(np.float32)
+    dist = ndimage.distance_transform_edt(np.pad(closed, 1))[1:-1, 1:-1].astype(np.float32)  # the crop's edge too
     r = dist.shape[0]
     ij = np.clip(view.crop_xy.astype(np.int64), 0, r - 1)
     out = np.zeros(view.size * view.size, dtype=np.float32)
@@ -277,22 +378,48 @@ def border_distance(view: TexelView, mask: np.ndarray) -> np.ndarray:
     return out.reshape(view.size, view.size)
 
 
+# chroma (log R - log G, log G - log B) of every pair of 8-bit values, indexed by 256 a + b
+_CHROMA = (_LOG64[:, None] - _LOG64[None, :]).ravel()
+
+
+def _chroma_codes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, G) and (G, B) pair codes into :data:`_CHROMA` of (N, 3) uint8 colours."""
+    c = rgb.astype(np.int64)
+    return c[:, 0] * 256 + c[:, 1], c[:, 1] * 256 + c[:, 2]
+
+
 def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.ndarray, near_px: float,
-                         k: float = 3.0) -> np.ndarray:
+                         k: float = 3.0, outer: np.ndarray | None = None) -> np.ndarray:
     """(S, S) weight in [0, 1] that removes, within ``near_px`` of the mask's outline, texels whose
-    colour is far (more than ``k`` robust deviations, in log colour) from the well-seen skin: the
+    colour is far (more than ``k`` robust deviations, in log colour or in chroma) from the well-seen skin: the
     fringe of hair, a hat's brim or a collar the mask let through. Away from the outline (eyes,
-    brows, lips) every colour is kept."""
-    lg = np.log((raw.astype(np.float64) + 4.0) / 259.0)
-    good = (confidence >= 0.8) & (border > near_px)
+    brows, lips) every colour is kept; so is every texel whose confidence is already 0.
+
+    outer : (S, S) in [0, 1], texels tested as if on the outline whatever the mask says (the face's
+        outer band, :data:`OUTER_MM`: a white collar on the neck, hair on the sides); they are
+        left out of the skin statistics."""
+    near_all = 1.0 - _smoothstep(border.ravel(), 0.5 * near_px, near_px)
+    if outer is not None:
+        near_all = np.maximum(near_all, np.asarray(outer, dtype=np.float64).ravel())
+    good = ((confidence.ravel() >= 0.8) & (near_all == 0)).reshape(confidence.shape)
+    out = np.ones(confidence.shape, dtype=np.float32)
     if good.sum() < 100:
-        return np.ones(confidence.shape, dtype=np.float32)
-    med = np.median(lg[good], axis=0)
-    mad = 1.4826 * np.median(np.abs(lg[good] - med), axis=0) + 0.02
-    z = (np.abs(lg - med) / mad).max(axis=-1)
+        return out
+    raw_good = raw[good]
+    band = np.flatnonzero((near_all > 0) & (confidence.ravel() > 0))
+    raw_band = raw.reshape(-1, 3)[band]
+    # in log colour per channel, and in chroma, which shading and wrinkles hardly move: a white
+    # collar or a blue background is far from skin there even when the skin's brightness varies
+    z = np.zeros(len(band))
+    for c in range(3):
+        med, mad = _robust_centre(raw_good[:, c], _LOG64)
+        z = np.maximum(z, np.abs(_LOG64[raw_band[:, c]] - med) / (1.4826 * mad + 0.02))
+    for good_codes, band_codes in zip(_chroma_codes(raw_good), _chroma_codes(raw_band)):
+        med, mad = _robust_centre(good_codes, _CHROMA)
+        z = np.maximum(z, np.abs(_CHROMA[band_codes] - med) / (1.4826 * mad + 0.02) * (k / CHROMA_K))
     outlier = 1.0 - _smoothstep(z, k, 1.5 * k)
-    near = 1.0 - _smoothstep(border, 0.5 * near_px, near_px)
-    return (1.0 - near * (1.0 - outlier)).astype(np.float32)
+    out.ravel()[band] = 1.0 - near_all[band] * (1.0 - outlier)
+    return out
 
 
 def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, rest_vertices: np.ndarray,
@@ -312,7 +439,11 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     inside = np.zeros(size * size, dtype=bool)
     inside[flat_inside] = True
     if mask is not None:
-        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution)
+        outer = 1.0 - _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.5 * OUTER_MM, OUTER_MM)
+        conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution,
+                                     outer=outer)
     mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
-    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source))
+    seam = _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.0, SEAM_MM)
+    tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source),
+                                   seam=seam)
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
