@@ -126,3 +126,19 @@ def test_bleed_sources_are_the_nearest_island_texels():
         dist = np.hypot(*(np.array(np.divmod(source, 160)) - np.array(np.divmod(grown, 160))))
         ref_dist = np.hypot(*(np.array(np.divmod((ir * 160 + ic).ravel()[ref], 160)) - np.array(np.divmod(ref, 160))))
         np.testing.assert_allclose(dist, ref_dist)
+
+
+def test_nearest_texels_are_the_nearest_within_half_a_texel():
+    from scipy import ndimage
+
+    from pix2vertex_addon.core.projection import nearest_texels
+
+    rng = np.random.default_rng(2)
+    mask = ndimage.binary_opening(rng.random((200, 150)) < 0.8, iterations=2)
+    idx = nearest_texels(mask)
+    assert mask.ravel()[idx].all()
+    np.testing.assert_array_equal(idx[np.flatnonzero(mask.ravel())], np.flatnonzero(mask.ravel()))
+    dist, _ = ndimage.distance_transform_edt(~mask, return_indices=True)
+    r, c = np.divmod(idx, 150)
+    rr, cc = np.divmod(np.arange(mask.size), 150)
+    assert np.abs(np.hypot(r - rr, c - cc) - dist.ravel()).max() < 0.5

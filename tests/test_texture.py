@@ -119,7 +119,7 @@ def test_well_seen_skin_and_brows_keep_their_colour_under_a_soft_mask(face_model
     rims' grey spread over the lids and brows by the erosion and washed them out."""
     from scipy import ndimage
 
-    from pix2vertex_addon.core.synth import generate_sample
+    from pix2vertex_addon.training.synth import generate_sample
 
     s = generate_sample(11, 256, clean=True)
     rec = oracle_pipeline(s, face_model).reconstruct(s["image"])[0]

@@ -17,7 +17,7 @@ from .camera import CropCamera
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
-           "texel_weights", "TexelView", "bleed_sources", "uv_raster"]
+           "texel_weights", "TexelView", "bleed_sources", "nearest_texels", "uv_raster"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
 
@@ -175,6 +175,25 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     return tri_vert, tid, bary
 
 
+def nearest_texels(mask: np.ndarray) -> np.ndarray:
+    """(S*S,) flat index of the nearest ``True`` texel of ``mask`` (S, S) for every texel (itself
+    where ``True``): OpenCV's labelled distance transform (5 times faster than SciPy's; within
+    half a texel of the exact nearest distance), SciPy's exact one if OpenCV's labels are not in
+    the scan order of the ``True`` texels as expected."""
+    import cv2
+
+    m = np.asarray(mask, dtype=bool)
+    ones = np.flatnonzero(m.ravel())
+    if ones.size and m.shape[0] < 2**15 and m.shape[1] < 2**15:
+        _, lab = cv2.distanceTransformWithLabels((~m).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+        lab = lab.ravel()
+        if lab.min() >= 1 and lab.max() == ones.size and (lab[ones] == np.arange(1, ones.size + 1)).all():
+            return ones[lab - 1]
+    _, (ir, ic) = ndimage.distance_transform_edt(~m, return_indices=True)
+    return (ir * m.shape[1] + ic).ravel()
+
+
 def bleed_sources(inside: np.ndarray, bleed: int) -> tuple[np.ndarray, np.ndarray]:
     """(grown, source) flat indices: the texels outside ``inside`` (S, S) bool within ``bleed``
     steps of it (4-connected, as ``ndimage.binary_dilation``) and, for each, its nearest inside
@@ -325,10 +344,9 @@ def bake_texture(
     seen = seen.reshape(size, size)
     if hit.size:
         # unseen texels inside the islands: colour of the nearest seen texel
-        _, (ir, ic) = ndimage.distance_transform_edt(~seen, return_indices=True)
         fill = view.inside[~view.seen]
         flat = tex.reshape(-1, 3)
-        flat[fill] = flat[(ir * size + ic).ravel()[fill]]
+        flat[fill] = flat[nearest_texels(seen)[fill]]
         # a little bleed past island borders so that mip-mapping does not show grey seams
         flat[grown] = flat[source]
     return tex, seen
