@@ -129,18 +129,23 @@ def _write_facexmodel(folder: Path, arrays: dict, n_identity: int, expressions: 
         "idx_to_rigid_verts": arrays["rigid_vertices"].tolist()}))
 
 
-@needs_npz
-def test_facexmodel_folder_converts_to_the_npz(tmp_path):
-    """scripts/facexmodel_to_npz.py on a FaceXModel folder written from the npz (two identities,
-    two expressions) gives back the npz's arrays: the mesh exactly, the bases within float32
-    rounding of OBJ text."""
+def _converter_and_npz():
+    """scripts/facexmodel_to_npz.py as a module, and the shared npz's arrays."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     try:
         import facexmodel_to_npz as conv
     finally:
         sys.path.pop(0)
     with np.load(NPZ) as z:
-        ref = {k: z[k] for k in z.files}
+        return conv, {k: z[k] for k in z.files}
+
+
+@needs_npz
+def test_facexmodel_folder_converts_to_the_npz(tmp_path):
+    """scripts/facexmodel_to_npz.py on a FaceXModel folder written from the npz (two identities,
+    two expressions) gives back the npz's arrays: the mesh exactly, the bases within float32
+    rounding of OBJ text."""
+    conv, ref = _converter_and_npz()
     _write_facexmodel(tmp_path / "FaceXModel", ref, 2, ["jawOpen", "eyeBlink_L"])
     out = conv.convert(tmp_path / "FaceXModel")
     for key in ("neutral_vertices", "faces", "uvs", "face_uvs", "landmarks_68", "rigid_vertices", "region_names",
@@ -167,13 +172,7 @@ def test_facexmodel_folder_converts_to_the_npz(tmp_path):
 def test_facexmodel_to_npz_makes_a_model_the_addon_loads(tmp_path):
     """The whole release (100 identities, 53 expressions): the script writes an npz that the
     add-on's loader accepts and that equals the shared one."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        import facexmodel_to_npz as conv
-    finally:
-        sys.path.pop(0)
-    with np.load(NPZ) as z:
-        ref = {k: z[k] for k in z.files}
+    conv, ref = _converter_and_npz()
     _write_facexmodel(tmp_path / "FaceXModel", ref, 100, [str(e) for e in ref["expression_names"]],
                       shape_faces=False)
     assert conv.main([str(tmp_path / "FaceXModel"), "--out", str(tmp_path / "ict.npz")]) == 0
