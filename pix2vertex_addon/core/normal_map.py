@@ -38,6 +38,31 @@ def _quad_tris(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f[poly[:, None], corner], poly[:, None] * f.shape[1] + corner
 
 
+_GROUP_CACHE: dict[tuple, tuple[np.ndarray, int]] = {}
+
+
+def _corner_groups(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per polygon corner (flat), its group of corners sharing a vertex and a (rounded) UV: one
+    tangent frame per vertex and UV island; -1 on padding. The same for every mesh with this
+    layout, so it is kept per layout."""
+    key = (f.shape, hash(f.tobytes()), hash(np.nan_to_num(uv).tobytes()))
+    hit = _GROUP_CACHE.get(key)
+    if hit is not None:
+        return hit
+    valid = (f >= 0).ravel()
+    flat_v = f.ravel()
+    _, uv_id = _unique_rows_2d(np.round(np.nan_to_num(uv[valid]), 6))
+    _, group = np.unique(flat_v[valid] * (int(uv_id.max(initial=0)) + 1) + uv_id, return_inverse=True)
+    gid = np.full(len(flat_v), -1, dtype=np.int64)
+    gid[valid] = group.ravel()
+    gid.setflags(write=False)
+    out = (gid, int(group.max()) + 1 if group.size else 0)
+    if len(_GROUP_CACHE) > 4:
+        _GROUP_CACHE.clear()
+    _GROUP_CACHE[key] = out
+    return out
+
+
 def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray,
                     normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F, 4, 3) unit tangent and bitangent per polygon corner (zeros on padding).
@@ -57,14 +82,9 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     inv = np.divide(1.0, det, out=np.zeros_like(det), where=np.abs(det) > 1e-20)
     tan = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * inv[:, None]
     bit = (e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * inv[:, None]
-    # group corners by (vertex, rounded uv): one tangent frame per vertex and UV island
     valid = (f >= 0).ravel()
     flat_v = f.ravel()
-    _, uv_id = _unique_rows_2d(np.round(np.nan_to_num(uv[valid]), 6))
-    _, group = np.unique(flat_v[valid] * (int(uv_id.max(initial=0)) + 1) + uv_id, return_inverse=True)
-    gid = np.full(len(flat_v), -1, dtype=np.int64)
-    gid[valid] = group.ravel()
-    n_g = int(group.max()) + 1 if group.size else 0
+    gid, n_g = _corner_groups(f, uv)
     acc_t = np.zeros((n_g, 3))
     acc_b = np.zeros((n_g, 3))
     for k in range(3):
