@@ -22,7 +22,7 @@ import numpy as np
 from .camera import CropCamera, fit_pinhole, rigid_fit
 from .correspondence import canonical_coordinates, corr_to_mm_scale
 from .crop import square_window
-from .detect import DetectedFace, FaceDetector
+from .detect import DetectedFace, FaceDetector, NoFaceError
 from .face_model import FaceModel, load_face_model
 from .geometry import DetailResult, RegistrationParams, RegistrationResult, TargetMesh
 
@@ -156,12 +156,20 @@ class Pipeline:
     def warm_up(self, options: PipelineOptions | None = None, texture_size: int = 1024,
                 detail_texture_sizes: tuple[int, ...] = ()) -> None:
         """Do now what the first reconstruction with ``options`` would do once: load the
-        detector's models and compute the UV-layout tables of the texture bake, its mirror
-        look-up, the detail's normal map and the detail images of ``detail_texture_sizes``
-        (Blender's displacement image). Then the first photo runs like the next ones. Safe in a
-        worker thread; a second call costs nothing."""
+        detector's models (and run them and the networks once, on blank images) and compute the
+        UV-layout tables of the texture bake, its mirror look-up, the detail's normal map and the
+        detail images of ``detail_texture_sizes`` (Blender's displacement image). Then the first
+        photo runs like the next ones. Safe in a worker thread; a second call costs little."""
         opts = options or PipelineOptions()
         self.detector.load()
+        # first runs allocate: MediaPipe's graphs and onnxruntime's buffers
+        try:
+            self.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        except NoFaceError:
+            pass
+        r = getattr(self.predictor, "resolution", None)
+        if isinstance(r, int):
+            self.predictor.predict(np.zeros((r, r, 3), dtype=np.uint8))
         from .geometry import detail_field
         from .results import prepare_layouts
 
