@@ -59,7 +59,7 @@ docs/reference/geometry.md explains the deviations from a literal reading (and m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +71,7 @@ from .landmark_term import LandmarkTerm
 from .laplacian import check_mesh, cotangent_laplacian, vertex_normals
 from .target_mesh import TargetMesh
 
-__all__ = ["LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
+__all__ = ["LANDMARK_DEPTH_PARAMS", "LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,22 @@ class RegistrationParams:
     w_landmark_affine : float
         Weight per unit reliability of a landmark pair in the affine initialisation (the
         pipeline lifts the detected points onto the predicted geometry; 0: correspondences only).
+    w_landmark_depth : float
+        Weight (per mm^2 and unit reliability) of the detector's depth of each landmark, scale
+        and shift fitted per face (``LandmarkTerm.depth_mm``; 0: not used).
+    landmark_depth_huber_mm : float
+        Depth residual (mm) beyond which that weight falls off as 1 / residual.
+    landmark_contour_scale : float
+        Factor on the weights of the landmarks on the face's outline (``LandmarkTerm.contour``:
+        MediaPipe's face oval; 0 drops them, the networks' mask alone then decides the outline).
+    landmark_decay : float
+        Schedule of the landmark weights over the stiffness levels: times
+        ``(a_memb / a_memb_start) ** landmark_decay`` (0: constant; 0.5: a tenth at the end of
+        the supplement's schedule).
+    landmark_trust_px : float
+        Per-face trust (0: off): every landmark weight times ``1 / (1 + (m / landmark_trust_px)^2)``,
+        ``m`` the median reprojection error (crop pixels) of the visible landmarks at the start
+        of the registration, where the detector and the dense fit disagree.
     """
 
     w_point: float = 0.1
@@ -164,6 +180,11 @@ class RegistrationParams:
     landmark_huber_px: float = 2.0
     landmark_min_cos: float = 0.2
     w_landmark_affine: float = 0.0
+    w_landmark_depth: float = 0.0
+    landmark_depth_huber_mm: float = 2.0
+    landmark_contour_scale: float = 1.0
+    landmark_decay: float = 0.0
+    landmark_trust_px: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -180,11 +201,17 @@ class RegistrationParams:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
+        if min(self.w_landmark_depth, self.landmark_contour_scale, self.landmark_trust_px) < 0 \
+                or not self.landmark_depth_huber_mm > 0:
+            raise ValueError("w_landmark_depth, landmark_contour_scale and landmark_trust_px must be >= 0, "
+                             "landmark_depth_huber_mm > 0")
 
 
 # The landmark-guided fit of the pipeline (weights chosen on validation renders:
 # docs/reference/landmarks.md); ``RegistrationParams()`` is the paper's dense-only fit.
 LANDMARK_PARAMS = RegistrationParams(w_landmark=1.0, w_landmark_affine=10.0)
+# ... with the detector's depth as a weak term (measured beside it, not the default)
+LANDMARK_DEPTH_PARAMS = replace(LANDMARK_PARAMS, w_landmark_depth=0.1)
 
 
 @dataclass
@@ -331,6 +358,38 @@ class _Solver:
         return x, it, refactor
 
 
+def _landmark_weights(term: LandmarkTerm, p: RegistrationParams, v: np.ndarray, normals: np.ndarray) -> LandmarkTerm:
+    """The term with the per-face factors of ``p`` applied to its weights (contour scale, trust)."""
+    w = term.weights
+    if term.contour is not None and p.landmark_contour_scale != 1.0:
+        w = np.where(term.contour, p.landmark_contour_scale, 1.0) * w
+    if p.landmark_trust_px > 0:
+        r = np.linalg.norm(term.residuals(v), axis=1)[term.visible(v, normals, p.landmark_min_cos) & (w > 0)]
+        if len(r):
+            w = w / (1.0 + (float(np.median(r)) / p.landmark_trust_px) ** 2)
+    return term if w is term.weights else replace(term, weights=w)
+
+
+def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.ndarray, normals: np.ndarray,
+                        level: float) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
+    """``(B, M, g)`` of the landmark terms linearised at ``v`` (``normals``: the template's at
+    ``v``, out of the face; ``level``: ``a_memb / a_memb_start``), or None when there are none."""
+    use_depth = p.w_landmark_depth > 0 and term is not None and term.depth_mm is not None
+    if term is None or not (p.w_landmark > 0 or use_depth):
+        return None
+    vis = term.visible(v, normals, p.landmark_min_cos)
+    m = np.zeros((term.B.shape[0], 3, 3))
+    g = np.zeros((term.B.shape[0], 3))
+    scale = level ** p.landmark_decay if p.landmark_decay else 1.0
+    if p.w_landmark > 0:
+        m, g = term.linearize(v, scale * p.w_landmark * term.robust_weights(v, normals, p.landmark_huber_px,
+                                                                            p.landmark_min_cos, visible=vis))
+    if use_depth:
+        md, gd = term.linearize_depth(p.w_landmark_depth * term.depth_weights(v, vis, p.landmark_depth_huber_mm))
+        m, g = m + md, g + gd
+    return term.B, m, g
+
+
 def register(
     template_mm,
     template_faces,
@@ -403,6 +462,8 @@ def register(
     i0 = np.flatnonzero(corr_ok)
     sign = 1.0 if np.einsum("ij,ij->", n_t[i0], tgt_n[j_corr[i0]]) >= 0 else -1.0
     cos_max = np.cos(np.deg2rad(p.max_normal_deg))
+    if landmarks is not None:
+        landmarks = _landmark_weights(landmarks, p, v0, sign * n_t)
 
     v = v0.copy()
     v_ref = v0.copy()
@@ -450,11 +511,7 @@ def register(
         matched[i] = True
         # (3) solve
         a_eff = a * p.membrane_scale
-        lm = None
-        if landmarks is not None and p.w_landmark > 0:
-            w_lm = p.w_landmark * landmarks.robust_weights(v, sign * vertex_normals(v, tris), p.landmark_huber_px,
-                                                           p.landmark_min_cos)
-            lm = (landmarks.B, *landmarks.linearize(v, w_lm))
+        lm = _landmark_quadratic(landmarks, p, v, n_t, a / p.a_memb_start)
         v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v, lm)
         moved = float(np.sqrt(((v_new - v) ** 2).sum(axis=1).max()))
         v = v_new
