@@ -128,6 +128,9 @@ class RegistrationParams:
         dense-only fit, landmarks ignored).
     landmark_huber_px : float
         Residual (crop pixels) beyond which a landmark's weight falls off as 1 / residual.
+    landmark_kernel : {"huber", "cauchy"}
+        Robust weight of a landmark's residual r: Huber beyond ``landmark_huber_px``, or
+        ``1 / (1 + (r / landmark_huber_px)^2)`` (far-off detections lose their pull).
     landmark_min_cos : float
         Landmarks whose surface normal is turned further than ``acos`` of this from the
         direction to the camera are dropped in that iteration.
@@ -146,6 +149,13 @@ class RegistrationParams:
         Schedule of the landmark weights over the stiffness levels: times
         ``(a_memb / a_memb_start) ** landmark_decay`` (0: constant; 0.5: a tenth at the end of
         the supplement's schedule).
+    landmark_cos_power : float
+        Landmarks seen at a grazing angle weigh less: their weight times ``cos ** landmark_cos_power``
+        (cos: between the template normal and the direction to the camera; 0: the gate alone).
+    landmark_agree_mm : float
+        Per-point trust (0: off): a landmark's weight times ``1 / (1 + (d / landmark_agree_mm)^2)``,
+        ``d`` its ``LandmarkTerm.disagreement_mm`` with the networks' correspondence (points off
+        the predicted mask keep their weight).
     landmark_trust_px : float
         Per-face trust (0: off): every landmark weight times ``1 / (1 + (m / landmark_trust_px)^2)``,
         ``m`` the median reprojection error (crop pixels) of the visible landmarks at the start
@@ -178,6 +188,7 @@ class RegistrationParams:
     switch_quantile: float = 0.9
     w_landmark: float = 0.0
     landmark_huber_px: float = 2.0
+    landmark_kernel: str = "huber"
     landmark_min_cos: float = 0.2
     w_landmark_affine: float = 0.0
     w_landmark_depth: float = 0.0
@@ -185,6 +196,8 @@ class RegistrationParams:
     landmark_contour_scale: float = 1.0
     landmark_decay: float = 0.0
     landmark_trust_px: float = 0.0
+    landmark_agree_mm: float = 0.0
+    landmark_cos_power: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -195,15 +208,17 @@ class RegistrationParams:
             raise ValueError(f"switch must be 'close', 'spec' or 'never', got {self.switch!r}")
         if not 0 < self.switch_quantile <= 1:
             raise ValueError(f"switch_quantile must be in (0, 1], got {self.switch_quantile}")
+        if self.landmark_kernel not in ("huber", "cauchy"):
+            raise ValueError(f"landmark_kernel must be 'huber' or 'cauchy', got {self.landmark_kernel!r}")
         if self.reference not in ("level", "initial"):
             raise ValueError(f"reference must be 'level' or 'initial', got {self.reference!r}")
         if self.anchor < 0 or self.max_inner < 1 or self.max_outer < 1:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
-        if min(self.w_landmark_depth, self.landmark_contour_scale, self.landmark_trust_px) < 0 \
+        if min(self.w_landmark_depth, self.landmark_contour_scale, self.landmark_trust_px, self.landmark_cos_power) < 0 \
                 or not self.landmark_depth_huber_mm > 0:
-            raise ValueError("w_landmark_depth, landmark_contour_scale and landmark_trust_px must be >= 0, "
+            raise ValueError("w_landmark_depth, landmark_contour_scale, landmark_trust_px and landmark_cos_power must be >= 0, "
                              "landmark_depth_huber_mm > 0")
 
 
@@ -363,6 +378,8 @@ def _landmark_weights(term: LandmarkTerm, p: RegistrationParams, v: np.ndarray, 
     w = term.weights
     if term.contour is not None and p.landmark_contour_scale != 1.0:
         w = np.where(term.contour, p.landmark_contour_scale, 1.0) * w
+    if p.landmark_agree_mm > 0 and term.disagreement_mm is not None:
+        w = w / (1.0 + (np.nan_to_num(term.disagreement_mm) / p.landmark_agree_mm) ** 2)
     if p.landmark_trust_px > 0:
         r = np.linalg.norm(term.residuals(v), axis=1)[term.visible(v, normals, p.landmark_min_cos) & (w > 0)]
         if len(r):
@@ -377,13 +394,17 @@ def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.
     use_depth = p.w_landmark_depth > 0 and term is not None and term.depth_mm is not None
     if term is None or not (p.w_landmark > 0 or use_depth):
         return None
-    vis = term.visible(v, normals, p.landmark_min_cos)
+    cos = term.view_cos(v, normals)
+    vis = cos >= p.landmark_min_cos
     m = np.zeros((term.B.shape[0], 3, 3))
     g = np.zeros((term.B.shape[0], 3))
     scale = level ** p.landmark_decay if p.landmark_decay else 1.0
+    if p.landmark_cos_power:
+        scale = scale * np.clip(cos, 0.0, 1.0) ** p.landmark_cos_power
     if p.w_landmark > 0:
         m, g = term.linearize(v, scale * p.w_landmark * term.robust_weights(v, normals, p.landmark_huber_px,
-                                                                            p.landmark_min_cos, visible=vis))
+                                                                            p.landmark_min_cos, visible=vis,
+                                                                            kernel=p.landmark_kernel))
     if use_depth:
         md, gd = term.linearize_depth(p.w_landmark_depth * term.depth_weights(v, vis, p.landmark_depth_huber_mm))
         m, g = m + md, g + gd
