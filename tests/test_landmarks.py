@@ -126,6 +126,36 @@ def test_depth_scale_and_shift_fit_is_robust():
     assert fit_scale_shift(x[:5], y[:5], np.ones(5), huber=2.0) is None
 
 
+def test_contour_scale_and_depth_weight_change_the_fit_only_as_asked():
+    from dataclasses import replace
+
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_051, resolution=64)
+    target = build_target_mesh(s["xyz"], s["mask"], s["corr"])
+    truth = s["vertices_cam"].astype(np.float64)
+    init = truth + np.array([3.0, -2.0, 4.0])
+    term = _term(truth, seed=7)
+    kw = dict(corr_scale_mm=corr_to_mm_scale(model), params=None)
+    canon = canonical_coordinates(model)
+
+    def fit(params, t):
+        return register(init, model.template.faces, canon, target, **{**kw, "params": params}, landmarks=t).vertices
+
+    dense = fit(RegistrationParams(max_outer=4), None)
+    guided = RegistrationParams(max_outer=4, w_landmark=1.0)
+    every = replace(term, contour=np.ones(len(term.weights), dtype=bool))
+    # every point on the "contour" with scale 0: no landmark pull at all
+    np.testing.assert_allclose(fit(replace(guided, landmark_contour_scale=0.0), every), dense, atol=1e-9)
+    assert np.abs(fit(guided, every) - dense).max() > 0.1
+    # the depth weight acts only with a depth; without one the fit is the guided one
+    np.testing.assert_array_equal(fit(replace(guided, w_landmark_depth=1.0), term), fit(guided, term))
+    with pytest.raises(ValueError, match="w_landmark_depth"):
+        RegistrationParams(w_landmark_depth=-1.0).validate()
+
+
 def test_face_oval_is_mediapipes():
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 

@@ -118,17 +118,12 @@ DEPTH_FIT_HUBER_MM = 2.0  # Huber threshold of the per-face scale-and-shift fit 
 def landmark_term(points_478: np.ndarray, box: tuple[float, float, float], resolution: int, focal: float,
                   z_ref: float, triangles: np.ndarray, n_vertices: int, lmap: LandmarkMap | None = None,
                   depth_478: np.ndarray | None = None, xyz: np.ndarray | None = None,
-                  mask: np.ndarray | None = None, corr: np.ndarray | None = None,
-                  canon: np.ndarray | None = None, corr_scale_mm: np.ndarray | None = None):
+                  mask: np.ndarray | None = None):
     """The registration's :class:`LandmarkTerm` from a detection's 478 photo-pixel points and
     its crop camera, or None when the points are not MediaPipe's 478. With the detector's
     relative depth ``depth_478`` (photo pixels) and the predicted maps ``xyz``/``mask``, the
     term also carries ``depth_mm``: that depth with a scale and shift fitted robustly to the
-    predicted geometry under the points (None where the fit fails). With the predicted
-    correspondence ``corr`` (R, R, 3), the template's canonical coordinates ``canon`` (V, 3)
-    and ``corr_scale_mm``, it carries ``disagreement_mm``: per point, the distance in
-    correspondence space (mm) between the correspondence under the detected point and the
-    canonical coordinates of the point's place on the template."""
+    predicted geometry under the points (None where the fit fails)."""
     from .geometry.landmark_term import LandmarkTerm, fit_scale_shift
 
     pts = np.asarray(points_478, dtype=np.float64)
@@ -143,14 +138,9 @@ def landmark_term(points_478: np.ndarray, box: tuple[float, float, float], resol
         st = fit_scale_shift(d, lift_to_maps(target, xyz, mask)[:, 2], m.weight[rows], DEPTH_FIT_HUBER_MM)
         if st is not None:
             depth_mm = st[0] * d + st[1]
-    B = landmark_matrix(m, triangles, n_vertices, rows)
-    disagreement = None
-    if corr is not None and canon is not None and mask is not None and corr_scale_mm is not None:
-        under = lift_to_maps(target, corr, mask)
-        disagreement = np.linalg.norm((under - B @ np.asarray(canon, dtype=np.float64)) * corr_scale_mm, axis=1)
-    return LandmarkTerm(B=B, target_px=target, weights=m.weight[rows].copy(), focal=float(focal), z_ref=float(z_ref),
-                        resolution=int(resolution), depth_mm=depth_mm, contour=np.isin(rows, FACE_OVAL),
-                        disagreement_mm=disagreement)
+    return LandmarkTerm(B=landmark_matrix(m, triangles, n_vertices, rows), target_px=target,
+                        weights=m.weight[rows].copy(), focal=float(focal), z_ref=float(z_ref),
+                        resolution=int(resolution), depth_mm=depth_mm, contour=np.isin(rows, FACE_OVAL))
 
 
 def affine_pairs(term, template_mm: np.ndarray, xyz: np.ndarray, mask: np.ndarray,

@@ -78,9 +78,6 @@ class LandmarkTerm:
         unknown), for the optional depth term.
     contour : (K,) bool or None, the points on the face's outline (MediaPipe's face oval),
         whose weights ``RegistrationParams.landmark_contour_scale`` scales.
-    disagreement_mm : (K,) or None, how far (mm, correspondence space) the networks'
-        correspondence under each detected point lies from the point's place on the template
-        (NaN: off the predicted mask), for ``RegistrationParams.landmark_agree_mm``.
     """
 
     B: sp.csr_matrix
@@ -91,7 +88,6 @@ class LandmarkTerm:
     resolution: int
     depth_mm: np.ndarray | None = None
     contour: np.ndarray | None = None
-    disagreement_mm: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k = self.B.shape[0]
@@ -100,7 +96,7 @@ class LandmarkTerm:
                              f"weights {self.weights.shape}")
         if not (self.focal > 0 and np.isfinite(self.target_px).all() and (self.weights >= 0).all()):
             raise ValueError("landmark term: focal must be positive, points finite, weights >= 0")
-        for name in ("depth_mm", "contour", "disagreement_mm"):
+        for name in ("depth_mm", "contour"):
             a = getattr(self, name)
             if a is not None and a.shape != (k,):
                 raise ValueError(f"landmark term: {name} must be ({k},), got {a.shape}")
@@ -121,29 +117,21 @@ class LandmarkTerm:
         j = projection_jacobian(p, self.focal, self.z_ref)
         return np.asarray(self.B.T @ (2.0 * w[:, None] * np.einsum("kij,ki->kj", j, r)))
 
-    def view_cos(self, v: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        """(K,) cosine between each point's surface normal (``normals`` (V, 3), pointing out of
-        the face) and the direction to the camera."""
+    def visible(self, v: np.ndarray, normals: np.ndarray, min_cos: float) -> np.ndarray:
+        """(K,) bool: points whose surface normal (``normals`` (V, 3), pointing out of the face)
+        is within ``acos(min_cos)`` of the direction to the camera."""
         p = self.B @ v
         n = self.B @ normals
         to_cam = -(p + np.array([0.0, 0.0, self.z_ref]))
-        return np.einsum("ij,ij->i", n, to_cam) / (np.linalg.norm(n, axis=1) * np.linalg.norm(to_cam, axis=1) + 1e-12)
-
-    def visible(self, v: np.ndarray, normals: np.ndarray, min_cos: float) -> np.ndarray:
-        """(K,) bool: points whose surface normal is within ``acos(min_cos)`` of the direction
-        to the camera (:meth:`view_cos`)."""
-        return self.view_cos(v, normals) >= min_cos
+        cos = np.einsum("ij,ij->i", n, to_cam) / (np.linalg.norm(n, axis=1) * np.linalg.norm(to_cam, axis=1) + 1e-12)
+        return cos >= min_cos
 
     def robust_weights(self, v: np.ndarray, normals: np.ndarray, huber_px: float, min_cos: float,
-                       visible: np.ndarray | None = None, kernel: str = "huber") -> np.ndarray:
-        """(K,) the weights of one iteration: Huber (or ``kernel="cauchy"``: ``1 / (1 + (r /
-        huber_px)^2)``, which lets far-off points go) on the residual r, visibility gate on the
+                       visible: np.ndarray | None = None) -> np.ndarray:
+        """(K,) the weights of one iteration: Huber on the residual, visibility gate on the
         surface normals ``normals`` (V, 3, pointing out of the face; or ``visible`` given)."""
         r = np.linalg.norm(self.residuals(v), axis=1)
-        if kernel == "cauchy":
-            w = self.weights / (1.0 + (r / huber_px) ** 2)
-        else:
-            w = self.weights * np.minimum(1.0, huber_px / np.maximum(r, 1e-12))
+        w = self.weights * np.minimum(1.0, huber_px / np.maximum(r, 1e-12))
         vis = self.visible(v, normals, min_cos) if visible is None else visible
         return np.where(vis, w, 0.0)
 

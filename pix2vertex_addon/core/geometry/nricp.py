@@ -45,7 +45,9 @@ Per outer iteration:
    With detected landmarks (``landmarks``, a :class:`.landmark_term.LandmarkTerm`), the
    quadratic also holds ``w_landmark`` times their reprojection term linearised at the current
    vertices (image-plane distance in the crop's camera, robust and visibility-gated weights:
-   ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit.
+   ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit. The
+   optional ``w_landmark_depth`` adds the detector's own depth of the points (scale and shift
+   fitted per face) as a linear term; measured without gain, it is off.
 4. If the template moved (largest vertex displacement over the iteration) less than
    ``move_tol_mm`` (0.1 mm), halve ``a_memb``. Switch to Euclidean matching once the number of
    pairs changes by fewer than ``switch_match_change`` (500) between iterations *and*
@@ -128,9 +130,6 @@ class RegistrationParams:
         dense-only fit, landmarks ignored).
     landmark_huber_px : float
         Residual (crop pixels) beyond which a landmark's weight falls off as 1 / residual.
-    landmark_kernel : {"huber", "cauchy"}
-        Robust weight of a landmark's residual r: Huber beyond ``landmark_huber_px``, or
-        ``1 / (1 + (r / landmark_huber_px)^2)`` (far-off detections lose their pull).
     landmark_min_cos : float
         Landmarks whose surface normal is turned further than ``acos`` of this from the
         direction to the camera are dropped in that iteration.
@@ -145,21 +144,6 @@ class RegistrationParams:
     landmark_contour_scale : float
         Factor on the weights of the landmarks on the face's outline (``LandmarkTerm.contour``:
         MediaPipe's face oval; 0 drops them, the networks' mask alone then decides the outline).
-    landmark_decay : float
-        Schedule of the landmark weights over the stiffness levels: times
-        ``(a_memb / a_memb_start) ** landmark_decay`` (0: constant; 0.5: a tenth at the end of
-        the supplement's schedule).
-    landmark_cos_power : float
-        Landmarks seen at a grazing angle weigh less: their weight times ``cos ** landmark_cos_power``
-        (cos: between the template normal and the direction to the camera; 0: the gate alone).
-    landmark_agree_mm : float
-        Per-point trust (0: off): a landmark's weight times ``1 / (1 + (d / landmark_agree_mm)^2)``,
-        ``d`` its ``LandmarkTerm.disagreement_mm`` with the networks' correspondence (points off
-        the predicted mask keep their weight).
-    landmark_trust_px : float
-        Per-face trust (0: off): every landmark weight times ``1 / (1 + (m / landmark_trust_px)^2)``,
-        ``m`` the median reprojection error (crop pixels) of the visible landmarks at the start
-        of the registration, where the detector and the dense fit disagree.
     """
 
     w_point: float = 0.1
@@ -188,16 +172,11 @@ class RegistrationParams:
     switch_quantile: float = 0.9
     w_landmark: float = 0.0
     landmark_huber_px: float = 2.0
-    landmark_kernel: str = "huber"
     landmark_min_cos: float = 0.2
     w_landmark_affine: float = 0.0
     w_landmark_depth: float = 0.0
     landmark_depth_huber_mm: float = 2.0
     landmark_contour_scale: float = 1.0
-    landmark_decay: float = 0.0
-    landmark_trust_px: float = 0.0
-    landmark_agree_mm: float = 0.0
-    landmark_cos_power: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -208,23 +187,19 @@ class RegistrationParams:
             raise ValueError(f"switch must be 'close', 'spec' or 'never', got {self.switch!r}")
         if not 0 < self.switch_quantile <= 1:
             raise ValueError(f"switch_quantile must be in (0, 1], got {self.switch_quantile}")
-        if self.landmark_kernel not in ("huber", "cauchy"):
-            raise ValueError(f"landmark_kernel must be 'huber' or 'cauchy', got {self.landmark_kernel!r}")
         if self.reference not in ("level", "initial"):
             raise ValueError(f"reference must be 'level' or 'initial', got {self.reference!r}")
         if self.anchor < 0 or self.max_inner < 1 or self.max_outer < 1:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
-        if min(self.w_landmark_depth, self.landmark_contour_scale, self.landmark_trust_px, self.landmark_cos_power) < 0 \
-                or not self.landmark_depth_huber_mm > 0:
-            raise ValueError("w_landmark_depth, landmark_contour_scale, landmark_trust_px and landmark_cos_power must be >= 0, "
-                             "landmark_depth_huber_mm > 0")
+        if min(self.w_landmark_depth, self.landmark_contour_scale) < 0 or not self.landmark_depth_huber_mm > 0:
+            raise ValueError("w_landmark_depth and landmark_contour_scale must be >= 0, landmark_depth_huber_mm > 0")
 
 
 # The landmark-guided fit of the pipeline (weights chosen on validation renders:
 # docs/reference/landmarks.md); ``RegistrationParams()`` is the paper's dense-only fit.
-LANDMARK_PARAMS = RegistrationParams(w_landmark=1.0, w_landmark_affine=10.0)
+LANDMARK_PARAMS = RegistrationParams(w_landmark=0.5, w_landmark_affine=3.0)
 # ... with the detector's depth as a weak term (measured beside it, not the default)
 LANDMARK_DEPTH_PARAMS = replace(LANDMARK_PARAMS, w_landmark_depth=0.1)
 
@@ -373,38 +348,19 @@ class _Solver:
         return x, it, refactor
 
 
-def _landmark_weights(term: LandmarkTerm, p: RegistrationParams, v: np.ndarray, normals: np.ndarray) -> LandmarkTerm:
-    """The term with the per-face factors of ``p`` applied to its weights (contour scale, trust)."""
-    w = term.weights
-    if term.contour is not None and p.landmark_contour_scale != 1.0:
-        w = np.where(term.contour, p.landmark_contour_scale, 1.0) * w
-    if p.landmark_agree_mm > 0 and term.disagreement_mm is not None:
-        w = w / (1.0 + (np.nan_to_num(term.disagreement_mm) / p.landmark_agree_mm) ** 2)
-    if p.landmark_trust_px > 0:
-        r = np.linalg.norm(term.residuals(v), axis=1)[term.visible(v, normals, p.landmark_min_cos) & (w > 0)]
-        if len(r):
-            w = w / (1.0 + (float(np.median(r)) / p.landmark_trust_px) ** 2)
-    return term if w is term.weights else replace(term, weights=w)
-
-
-def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.ndarray, normals: np.ndarray,
-                        level: float) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
+def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.ndarray,
+                        normals: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
     """``(B, M, g)`` of the landmark terms linearised at ``v`` (``normals``: the template's at
-    ``v``, out of the face; ``level``: ``a_memb / a_memb_start``), or None when there are none."""
+    ``v``, out of the face), or None when there are none."""
     use_depth = p.w_landmark_depth > 0 and term is not None and term.depth_mm is not None
     if term is None or not (p.w_landmark > 0 or use_depth):
         return None
-    cos = term.view_cos(v, normals)
-    vis = cos >= p.landmark_min_cos
+    vis = term.visible(v, normals, p.landmark_min_cos)
     m = np.zeros((term.B.shape[0], 3, 3))
     g = np.zeros((term.B.shape[0], 3))
-    scale = level ** p.landmark_decay if p.landmark_decay else 1.0
-    if p.landmark_cos_power:
-        scale = scale * np.clip(cos, 0.0, 1.0) ** p.landmark_cos_power
     if p.w_landmark > 0:
-        m, g = term.linearize(v, scale * p.w_landmark * term.robust_weights(v, normals, p.landmark_huber_px,
-                                                                            p.landmark_min_cos, visible=vis,
-                                                                            kernel=p.landmark_kernel))
+        m, g = term.linearize(v, p.w_landmark * term.robust_weights(v, normals, p.landmark_huber_px,
+                                                                    p.landmark_min_cos, visible=vis))
     if use_depth:
         md, gd = term.linearize_depth(p.w_landmark_depth * term.depth_weights(v, vis, p.landmark_depth_huber_mm))
         m, g = m + md, g + gd
@@ -483,8 +439,9 @@ def register(
     i0 = np.flatnonzero(corr_ok)
     sign = 1.0 if np.einsum("ij,ij->", n_t[i0], tgt_n[j_corr[i0]]) >= 0 else -1.0
     cos_max = np.cos(np.deg2rad(p.max_normal_deg))
-    if landmarks is not None:
-        landmarks = _landmark_weights(landmarks, p, v0, sign * n_t)
+    if landmarks is not None and landmarks.contour is not None and p.landmark_contour_scale != 1.0:
+        landmarks = replace(landmarks, weights=np.where(landmarks.contour, p.landmark_contour_scale, 1.0)
+                            * landmarks.weights)
 
     v = v0.copy()
     v_ref = v0.copy()
@@ -532,7 +489,7 @@ def register(
         matched[i] = True
         # (3) solve
         a_eff = a * p.membrane_scale
-        lm = _landmark_quadratic(landmarks, p, v, n_t, a / p.a_memb_start)
+        lm = _landmark_quadratic(landmarks, p, v, n_t)
         v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v, lm)
         moved = float(np.sqrt(((v_new - v) ** 2).sum(axis=1).max()))
         v = v_new
