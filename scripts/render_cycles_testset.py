@@ -1,9 +1,12 @@
 """The photo-like test set: held-out faces rendered with Cycles in bpy, with exact labels.
 
     .venv/bin/python scripts/render_cycles_testset.py --out DIR [--n 24] [--samples 24] [--size 256]
+    .venv/bin/python scripts/render_cycles_testset.py --split val --out DIR ...   (for choosing weights)
 
-Faces of the generator's *test* split (identities never trained on, never used to choose weights)
-with the poses and expressions of :func:`scene_list`: the head (skin, eyes, mouth interior: the
+Faces of the generator's *test* split (identities never trained on, never used to choose weights;
+``--split val``: the same scenes on validation identities from seed 1,000,700,000, not the
+landmark map's nor ``bench_landmarks.py --set val``'s, the set for choosing weights on Cycles
+renders) with the poses and expressions of :func:`scene_list`: the head (skin, eyes, mouth interior: the
 generator's render mesh, its per-vertex albedo) is rendered by Cycles on the CPU with a
 subsurface-scattering skin material (Principled BSDF), a three-point rig of area lights (key,
 fill, rim; no HDRI), a plain backdrop colour, depth of field off. The labels come from the same
@@ -27,15 +30,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FIRST_TEST_SEED = 1_010_700_000
+FIRST_SEED = {"test": FIRST_TEST_SEED, "val": 1_000_700_000}
 YAWS = (0.0, -20.0, 20.0, -35.0, 35.0, 0.0, -10.0, 10.0)
 PITCHES = (0.0, 10.0, -10.0)
 
 
-def scene_list(n: int) -> list[dict]:
+def scene_list(n: int, split: str = "test") -> list[dict]:
     """Seed, pose and expression (every third neutral, the others the seed's random one)."""
     out = []
     for i in range(n):
-        out.append(dict(seed=FIRST_TEST_SEED + i, yaw_deg=YAWS[i % len(YAWS)], pitch_deg=PITCHES[(i // 2) % 3],
+        out.append(dict(seed=FIRST_SEED[split] + i, yaw_deg=YAWS[i % len(YAWS)], pitch_deg=PITCHES[(i // 2) % 3],
                         roll_deg=float((i % 5) - 2) * 2.0, neutral=i % 3 == 0))
     return out
 
@@ -191,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--samples", type=int, default=24)
+    ap.add_argument("--split", choices=sorted(FIRST_SEED), default="test")
     a = ap.parse_args(argv)
     from PIL import Image
 
@@ -199,8 +204,8 @@ def main(argv=None) -> int:
 
     model = load_synth_face_model()
     a.out.mkdir(parents=True, exist_ok=True)
-    for spec in scene_list(a.n):
-        assert split_of_seed(spec["seed"]) == "test"
+    for spec in scene_list(a.n, a.split):
+        assert split_of_seed(spec["seed"]) == a.split
         name = f"cycles_{spec['seed']}"
         if (a.out / f"{name}.npz").exists():
             continue

@@ -88,6 +88,84 @@ def test_linearised_quadratic_has_the_true_gradient():
     assert (quad(v + e) - quad(v - e)) / 2e-3 == pytest.approx(grad_q[i, 2], rel=1e-5)
 
 
+def test_depth_term_gradient_matches_finite_differences():
+    v = _template_mm()
+    term0 = _term(v, seed=4)
+    rng = np.random.default_rng(5)
+    depth = (term0.B @ v)[:, 2] + rng.normal(0, 3.0, term0.B.shape[0])
+    depth[::7] = np.nan  # unknown depths take no part
+    term = LandmarkTerm(B=term0.B, target_px=term0.target_px, weights=term0.weights, focal=300.0, z_ref=600.0,
+                        resolution=128, depth_mm=depth)
+    w = term.depth_weights(v, np.ones(len(depth), dtype=bool), huber_mm=2.0)
+    assert (w[::7] == 0).all() and (w[1::7] > 0).all()
+    g = term.depth_gradient(v, w)
+    touched = np.unique(term.B.indices)
+    for i in rng.choice(touched, 6, replace=False):
+        for d in range(3):
+            e = np.zeros_like(v)
+            e[i, d] = 1e-4
+            fd = (term.depth_energy(v + e, w) - term.depth_energy(v - e, w)) / 2e-4
+            assert g[i, d] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert np.abs(g[:, :2]).max() == 0.0  # depth only moves points along z
+    # the quadratic handed to the solver has the same gradient
+    m, gq = term.linearize_depth(w)
+    grad_q = 2 * (term.B.T @ (np.einsum("kij,kj->ki", m, term.B @ v) - gq))
+    np.testing.assert_allclose(grad_q, g, rtol=1e-6, atol=1e-8)
+
+
+def test_depth_scale_and_shift_fit_is_robust():
+    from pix2vertex_addon.core.geometry.landmark_term import fit_scale_shift
+
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-40, 40, 300)
+    y = 2.5 * x + 30.0 + rng.normal(0, 0.3, 300)
+    y[:40] += rng.uniform(20, 60, 40)  # a seventh of the points far off (the detector's failures)
+    s, t = fit_scale_shift(x, y, np.ones(300), huber=2.0)
+    assert s == pytest.approx(2.5, rel=0.02) and t == pytest.approx(30.0, abs=1.0)
+    assert fit_scale_shift(x, -y, np.ones(300), huber=2.0) is None  # depth the wrong way round
+    assert fit_scale_shift(x[:5], y[:5], np.ones(5), huber=2.0) is None
+
+
+def test_contour_scale_and_depth_weight_change_the_fit_only_as_asked():
+    from dataclasses import replace
+
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_051, resolution=64)
+    target = build_target_mesh(s["xyz"], s["mask"], s["corr"])
+    truth = s["vertices_cam"].astype(np.float64)
+    init = truth + np.array([3.0, -2.0, 4.0])
+    term = _term(truth, seed=7)
+    kw = dict(corr_scale_mm=corr_to_mm_scale(model), params=None)
+    canon = canonical_coordinates(model)
+
+    def fit(params, t):
+        return register(init, model.template.faces, canon, target, **{**kw, "params": params}, landmarks=t).vertices
+
+    dense = fit(RegistrationParams(max_outer=4), None)
+    guided = RegistrationParams(max_outer=4, w_landmark=1.0)
+    every = replace(term, contour=np.ones(len(term.weights), dtype=bool))
+    # every point on the "contour" with scale 0: no landmark pull at all
+    np.testing.assert_allclose(fit(replace(guided, landmark_contour_scale=0.0), every), dense, atol=1e-9)
+    assert np.abs(fit(guided, every) - dense).max() > 0.1
+    # the depth weight acts only with a depth; without one the fit is the guided one
+    np.testing.assert_array_equal(fit(replace(guided, w_landmark_depth=1.0), term), fit(guided, term))
+    with pytest.raises(ValueError, match="w_landmark_depth"):
+        RegistrationParams(w_landmark_depth=-1.0).validate()
+
+
+def test_face_oval_is_mediapipes():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+
+    from pix2vertex_addon.core.landmarks import FACE_OVAL
+
+    edges = {frozenset(e) for e in FACEMESH_FACE_OVAL}
+    assert len(FACE_OVAL) == 36 == len(set(FACE_OVAL))
+    assert all(frozenset((a, b)) in edges for a, b in zip(FACE_OVAL, FACE_OVAL[1:] + FACE_OVAL[:1]))
+
+
 def test_robust_weights_gate_the_far_side():
     v = _template_mm()
     lmap = load_landmark_map()

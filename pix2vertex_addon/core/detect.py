@@ -127,6 +127,8 @@ class DetectedFace:
     landmarks_478 : (478, 2) float, face mesh points.
     landmarks_68 : (68, 2) float, iBUG-68 layout.
     crop : (x0, y0, side) float, the network crop (``core/crop.py`` convention).
+    depth_478 : (478,) float or None, the face mesh's relative depth of each point (photo
+        pixels, smaller is nearer, origin near the head's centre; up to MediaPipe's scale).
     """
 
     box: np.ndarray
@@ -134,6 +136,7 @@ class DetectedFace:
     landmarks_478: np.ndarray
     landmarks_68: np.ndarray
     crop: tuple[float, float, float]
+    depth_478: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -194,7 +197,7 @@ class FaceDetector:
             return None
         h, w = rgb.shape[:2]
         lm = r.multi_face_landmarks[0].landmark
-        return np.array([[p.x * w, p.y * h] for p in lm], dtype=np.float64)
+        return np.array([[p.x * w, p.y * h, p.z * w] for p in lm], dtype=np.float64)
 
     def detect(self, rgb: np.ndarray, all_faces: bool = False) -> list[DetectedFace]:
         """Faces in ``rgb`` ((H, W, 3) uint8), largest first; only the largest unless ``all_faces``.
@@ -272,7 +275,7 @@ class FaceDetector:
             if pts is None:
                 self._unplaced += 1
                 continue
-            pts = pts / s + (x0, y0)
+            pts = pts / s + (x0, y0, 0.0)
             faces.append(self._face(box, score, pts))
         if not faces:
             # The mesh's own short-range detector on the whole (downscaled) photo: close-ups that
@@ -280,15 +283,15 @@ class FaceDetector:
             pts = self._mesh_points(small)
             if pts is not None:
                 pts = pts / scale
-                lo, hi = pts.min(axis=0), pts.max(axis=0)
+                lo, hi = pts[:, :2].min(axis=0), pts[:, :2].max(axis=0)
                 faces.append(self._face(np.concatenate([lo, hi]), 0.0, pts))
         return _dedupe(faces)
 
     @staticmethod
     def _face(box: np.ndarray, score: float, pts478: np.ndarray) -> DetectedFace:
-        lm68 = pts478[MP_TO_IBUG68].mean(axis=1)
-        return DetectedFace(box=box, score=score, landmarks_478=pts478, landmarks_68=lm68,
-                            crop=crop_box_from_landmarks(lm68))
+        lm68 = pts478[MP_TO_IBUG68, :2].mean(axis=1)
+        return DetectedFace(box=box, score=score, landmarks_478=pts478[:, :2], landmarks_68=lm68,
+                            crop=crop_box_from_landmarks(lm68), depth_478=pts478[:, 2])
 
 
 def min_face_px(h: int, w: int) -> int:

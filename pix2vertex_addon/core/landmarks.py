@@ -17,10 +17,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["MAP_PATH", "N_MP", "LandmarkMap", "affine_pairs", "fitted_landmarks_68", "crop_points", "landmark_matrix", "landmark_term",
-           "lift_to_maps", "load_landmark_map", "photo_landmarks_68"]
+__all__ = ["FACE_OVAL", "MAP_PATH", "N_MP", "LandmarkMap", "affine_pairs", "fitted_landmarks_68", "crop_points", "landmark_matrix", "landmark_term",
+           "lift_to_maps", "load_landmark_map", "outline_depth", "outline_scan",
+           "photo_landmarks_68"]
 
 N_MP = 478
+# MediaPipe's face oval (``FACEMESH_FACE_OVAL``), in order around the face from the forehead's top
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 MAP_PATH = Path(__file__).with_name("mp478_map.npz")
 
 
@@ -108,20 +112,35 @@ def lift_to_maps(points_crop: np.ndarray, xyz: np.ndarray, mask: np.ndarray) -> 
     return out
 
 
+DEPTH_FIT_HUBER_MM = 2.0  # Huber threshold of the per-face scale-and-shift fit of the detector's depth
+
+
 def landmark_term(points_478: np.ndarray, box: tuple[float, float, float], resolution: int, focal: float,
-                  z_ref: float, triangles: np.ndarray, n_vertices: int, lmap: LandmarkMap | None = None):
+                  z_ref: float, triangles: np.ndarray, n_vertices: int, lmap: LandmarkMap | None = None,
+                  depth_478: np.ndarray | None = None, xyz: np.ndarray | None = None,
+                  mask: np.ndarray | None = None):
     """The registration's :class:`LandmarkTerm` from a detection's 478 photo-pixel points and
-    its crop camera, or None when the points are not MediaPipe's 478."""
-    from .geometry.landmark_term import LandmarkTerm
+    its crop camera, or None when the points are not MediaPipe's 478. With the detector's
+    relative depth ``depth_478`` (photo pixels) and the predicted maps ``xyz``/``mask``, the
+    term also carries ``depth_mm``: that depth with a scale and shift fitted robustly to the
+    predicted geometry under the points (None where the fit fails)."""
+    from .geometry.landmark_term import LandmarkTerm, fit_scale_shift
 
     pts = np.asarray(points_478, dtype=np.float64)
     if pts.shape != (N_MP, 2) or not np.isfinite(pts).all():
         return None
     m = lmap or load_landmark_map()
     rows = np.flatnonzero(m.usable)
-    return LandmarkTerm(B=landmark_matrix(m, triangles, n_vertices, rows),
-                        target_px=crop_points(pts[rows], box, resolution), weights=m.weight[rows].copy(),
-                        focal=float(focal), z_ref=float(z_ref), resolution=int(resolution))
+    target = crop_points(pts[rows], box, resolution)
+    depth_mm = None
+    if depth_478 is not None and xyz is not None and mask is not None and np.shape(depth_478) == (N_MP,):
+        d = np.asarray(depth_478, dtype=np.float64)[rows] * (resolution / box[2])
+        st = fit_scale_shift(d, lift_to_maps(target, xyz, mask)[:, 2], m.weight[rows], DEPTH_FIT_HUBER_MM)
+        if st is not None:
+            depth_mm = st[0] * d + st[1]
+    return LandmarkTerm(B=landmark_matrix(m, triangles, n_vertices, rows), target_px=target,
+                        weights=m.weight[rows].copy(), focal=float(focal), z_ref=float(z_ref),
+                        resolution=int(resolution), depth_mm=depth_mm, contour=np.isin(rows, FACE_OVAL))
 
 
 def affine_pairs(term, template_mm: np.ndarray, xyz: np.ndarray, mask: np.ndarray,
@@ -147,6 +166,51 @@ JAW_BEHIND_MM = 40.0  # a depth step this large along a scan leaves the face (on
 
 
 
+def outline_depth(vertices: np.ndarray, triangles: np.ndarray, focal: float, z_ref: float, resolution: int,
+                  up: int = 2, cull_backfaces: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(depth, covered) of a mesh (label frame, mm) rendered in the crop camera at ``up`` times
+    its resolution: camera-frame depth (inf off the mesh) and the covered pixels with holes
+    (eyes, mouth) filled, the input of :func:`outline_scan`."""
+    from scipy import ndimage
+
+    from .raster_np import rasterize_np
+
+    cam = np.asarray(vertices, dtype=np.float64) + np.array([0.0, 0.0, z_ref])
+    depth = np.asarray(rasterize_np(cam, np.asarray(triangles), focal * up, int(resolution) * up,
+                                    cull_backfaces=cull_backfaces)[2], dtype=np.float64)
+    return depth, ndimage.binary_fill_holes(np.isfinite(depth))
+
+
+def outline_scan(depth: np.ndarray, covered: np.ndarray, c: np.ndarray, g: np.ndarray,
+                 t_range: tuple[float, float]) -> float | None:
+    """Where the image line ``c + t (g - c)`` (pixels of ``depth``), scanned over ``t_range``,
+    leaves the mesh: the outermost sample on it when its outer silhouette ends inside the scan
+    or the depth steps back by more than ``JAW_BEHIND_MM`` (onto the neck or the side of the
+    head behind the jaw); holes such as the mouth count as on the mesh. None when the scan
+    never meets the mesh or the mesh goes on past it."""
+    res = depth.shape[0]
+    d = np.asarray(g, dtype=np.float64) - c
+    length = float(np.linalg.norm(d))
+    if length < 2.0:
+        return None
+    t = np.arange(t_range[0] * length, t_range[1] * length, JAW_SCAN_PX) / length
+    pts = c + t[:, None] * d
+    ij = np.floor(pts).astype(np.int64)
+    inside = (ij >= 0).all(axis=1) & (ij < res).all(axis=1)
+    z = np.full(len(pts), np.inf)
+    z[inside] = depth[ij[inside, 1], ij[inside, 0]]
+    on = np.zeros(len(pts), dtype=bool)
+    on[inside] = covered[ij[inside, 1], ij[inside, 0]]
+    first = np.flatnonzero(on)
+    if not len(first):
+        return None
+    k0 = int(first[0])
+    with np.errstate(invalid="ignore"):
+        behind = np.isfinite(z[k0 + 1:]) & np.isfinite(z[k0:-1]) & (z[k0 + 1:] - z[k0:-1] > JAW_BEHIND_MM)
+    hit = np.flatnonzero(~on[k0 + 1:] | behind)
+    return float(t[k0 + int(hit[0])]) if len(hit) else None
+
+
 def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_68: np.ndarray, focal: float,
                         z_ref: float, resolution: int, contour: bool = True) -> np.ndarray:
     """(68, 2) crop pixels of the iBUG-68 points of a mesh (label frame, mm) in the crop camera:
@@ -155,15 +219,10 @@ def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_6
     crop's resolution); jaw point j is scanned along the image line from the 51 inner points'
     centroid c through its fixed point's projection g, over ``c + t (g - c)`` for t in
     ``JAW_SCAN`` (to ``JAW_SCAN_HIDDEN`` when g is hidden behind the rendered surface, as on a
-    turned face's far side), and is the outermost sample on the mesh when the mesh ends inside
-    the scan or steps back by more than ``JAW_BEHIND_MM`` (onto the neck or the side of the head
-    behind the jaw): its outline (holes such as the mouth lie further in). Where
-    the mesh goes on past the scan (a visible point with the face going on towards the ear) the
-    fixed point is kept."""
-    from scipy import ndimage
-
+    turned face's far side), and is where :func:`outline_scan` leaves the mesh. Where the mesh
+    goes on past the scan (a visible point with the face going on towards the ear) the fixed
+    point is kept."""
     from .geometry.landmark_term import project
-    from .raster_np import rasterize_np
 
     v = np.asarray(vertices, dtype=np.float64)
     out = project(v[np.asarray(landmarks_68)], focal, z_ref, resolution)
@@ -171,40 +230,16 @@ def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_6
         return out
     up = 2
     res = int(resolution) * up
-    cam = v + np.array([0.0, 0.0, z_ref])
-    depth = np.asarray(rasterize_np(cam, np.asarray(triangles), focal * up, res, cull_backfaces=True)[2],
-                       dtype=np.float64)
-    covered = ndimage.binary_fill_holes(np.isfinite(depth))
+    depth, covered = outline_depth(v, triangles, focal, z_ref, resolution, up)
     c = out[17:].mean(axis=0) * up
-    lm_z = cam[np.asarray(landmarks_68)[:17], 2]
+    lm_z = v[np.asarray(landmarks_68)[:17], 2] + z_ref
     for j in range(17):
-        d = out[j] * up - c
-        length = float(np.linalg.norm(d))
-        if length < 2.0:
-            continue
-        gi = np.clip(np.floor(out[j] * up).astype(np.int64), 0, res - 1)
+        g = out[j] * up
+        gi = np.clip(np.floor(g).astype(np.int64), 0, res - 1)
         hidden = lm_z[j] > depth[gi[1], gi[0]] + JAW_HIDDEN_MM
-        t = np.arange(JAW_SCAN[0] * length, (JAW_SCAN_HIDDEN if hidden else JAW_SCAN[1]) * length,
-                      JAW_SCAN_PX) / length
-        pts = c + t[:, None] * d
-        ij = np.floor(pts).astype(np.int64)
-        inside = (ij >= 0).all(axis=1) & (ij < res).all(axis=1)
-        z = np.full(len(pts), np.inf)
-        z[inside] = depth[ij[inside, 1], ij[inside, 0]]
-        on = np.zeros(len(pts), dtype=bool)
-        on[inside] = covered[ij[inside, 1], ij[inside, 0]]
-        first = np.flatnonzero(on)
-        if not len(first):
-            continue
-        k0 = int(first[0])
-        # the outline: the mesh's outer silhouette ends, or the scan falls far behind (onto the
-        # neck or the side of the head); holes (eyes, mouth) count as on the mesh
-        with np.errstate(invalid="ignore"):
-            behind = np.isfinite(z[k0 + 1:]) & np.isfinite(z[k0:-1]) & (z[k0 + 1:] - z[k0:-1] > JAW_BEHIND_MM)
-        hit = np.flatnonzero(~on[k0 + 1:] | behind)
-        if len(hit):
-            k = k0 + int(hit[0])
-            out[j] = pts[k] / up
+        t = outline_scan(depth, covered, c, g, (JAW_SCAN[0], JAW_SCAN_HIDDEN if hidden else JAW_SCAN[1]))
+        if t is not None:
+            out[j] = (c + t * (g - c)) / up
     return out
 
 

@@ -266,7 +266,8 @@ class Pipeline:
 
         focal, z_ref, rms = fit_pinhole(maps["xyz"], mask)
         camera = CropCamera(focal=focal, z_ref=z_ref, resolution=r, box=(x0, y0, side))
-        term = (landmark_term(face.landmarks_478, face.crop, r, focal, z_ref, self.triangles, len(self.template_mm))
+        term = (landmark_term(face.landmarks_478, face.crop, r, focal, z_ref, self.triangles, len(self.template_mm),
+                              depth_478=face.depth_478, xyz=maps["xyz"], mask=mask)
                 if opts.landmarks else None)
         params = opts.registration or (LANDMARK_PARAMS if term is not None else RegistrationParams())
         extra = (affine_pairs(term, self.template_mm, maps["xyz"], mask, params.w_landmark_affine)

@@ -23,11 +23,19 @@ from .detail import (
     subdivide_simple,
 )
 from .laplacian import cotangent_laplacian, lumped_mass, vertex_normals
-from .nricp import LANDMARK_PARAMS, RegistrationParams, RegistrationResult, register, triangulate
+from .nricp import (
+    LANDMARK_DEPTH_PARAMS,
+    LANDMARK_PARAMS,
+    RegistrationParams,
+    RegistrationResult,
+    register,
+    triangulate,
+)
 from .target_mesh import TargetMesh, build_target_mesh, image_intensity
 
 __all__ = [
     "DetailResult",
+    "LANDMARK_DEPTH_PARAMS",
     "LANDMARK_PARAMS",
     "RegistrationParams",
     "RegistrationResult",

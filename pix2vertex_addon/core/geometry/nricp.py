@@ -45,7 +45,9 @@ Per outer iteration:
    With detected landmarks (``landmarks``, a :class:`.landmark_term.LandmarkTerm`), the
    quadratic also holds ``w_landmark`` times their reprojection term linearised at the current
    vertices (image-plane distance in the crop's camera, robust and visibility-gated weights:
-   ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit.
+   ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit. The
+   optional ``w_landmark_depth`` adds the detector's own depth of the points (scale and shift
+   fitted per face) as a linear term; measured without gain, it is off.
 4. If the template moved (largest vertex displacement over the iteration) less than
    ``move_tol_mm`` (0.1 mm), halve ``a_memb``. Switch to Euclidean matching once the number of
    pairs changes by fewer than ``switch_match_change`` (500) between iterations *and*
@@ -59,7 +61,7 @@ docs/reference/geometry.md explains the deviations from a literal reading (and m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +73,7 @@ from .landmark_term import LandmarkTerm
 from .laplacian import check_mesh, cotangent_laplacian, vertex_normals
 from .target_mesh import TargetMesh
 
-__all__ = ["LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
+__all__ = ["LANDMARK_DEPTH_PARAMS", "LANDMARK_PARAMS", "RegistrationParams", "RegistrationResult", "register", "triangulate"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,14 @@ class RegistrationParams:
     w_landmark_affine : float
         Weight per unit reliability of a landmark pair in the affine initialisation (the
         pipeline lifts the detected points onto the predicted geometry; 0: correspondences only).
+    w_landmark_depth : float
+        Weight (per mm^2 and unit reliability) of the detector's depth of each landmark, scale
+        and shift fitted per face (``LandmarkTerm.depth_mm``; 0: not used).
+    landmark_depth_huber_mm : float
+        Depth residual (mm) beyond which that weight falls off as 1 / residual.
+    landmark_contour_scale : float
+        Factor on the weights of the landmarks on the face's outline (``LandmarkTerm.contour``:
+        MediaPipe's face oval; 0 drops them, the networks' mask alone then decides the outline).
     """
 
     w_point: float = 0.1
@@ -164,6 +174,9 @@ class RegistrationParams:
     landmark_huber_px: float = 2.0
     landmark_min_cos: float = 0.2
     w_landmark_affine: float = 0.0
+    w_landmark_depth: float = 0.0
+    landmark_depth_huber_mm: float = 2.0
+    landmark_contour_scale: float = 1.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -180,11 +193,15 @@ class RegistrationParams:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
+        if min(self.w_landmark_depth, self.landmark_contour_scale) < 0 or not self.landmark_depth_huber_mm > 0:
+            raise ValueError("w_landmark_depth and landmark_contour_scale must be >= 0, landmark_depth_huber_mm > 0")
 
 
 # The landmark-guided fit of the pipeline (weights chosen on validation renders:
 # docs/reference/landmarks.md); ``RegistrationParams()`` is the paper's dense-only fit.
-LANDMARK_PARAMS = RegistrationParams(w_landmark=1.0, w_landmark_affine=10.0)
+LANDMARK_PARAMS = RegistrationParams(w_landmark=0.5, w_landmark_affine=3.0)
+# ... with the detector's depth as a weak term (measured beside it, not the default)
+LANDMARK_DEPTH_PARAMS = replace(LANDMARK_PARAMS, w_landmark_depth=0.1)
 
 
 @dataclass
@@ -331,6 +348,25 @@ class _Solver:
         return x, it, refactor
 
 
+def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.ndarray,
+                        normals: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
+    """``(B, M, g)`` of the landmark terms linearised at ``v`` (``normals``: the template's at
+    ``v``, out of the face), or None when there are none."""
+    use_depth = p.w_landmark_depth > 0 and term is not None and term.depth_mm is not None
+    if term is None or not (p.w_landmark > 0 or use_depth):
+        return None
+    vis = term.visible(v, normals, p.landmark_min_cos)
+    m = np.zeros((term.B.shape[0], 3, 3))
+    g = np.zeros((term.B.shape[0], 3))
+    if p.w_landmark > 0:
+        m, g = term.linearize(v, p.w_landmark * term.robust_weights(v, normals, p.landmark_huber_px,
+                                                                    p.landmark_min_cos, visible=vis))
+    if use_depth:
+        md, gd = term.linearize_depth(p.w_landmark_depth * term.depth_weights(v, vis, p.landmark_depth_huber_mm))
+        m, g = m + md, g + gd
+    return term.B, m, g
+
+
 def register(
     template_mm,
     template_faces,
@@ -403,6 +439,9 @@ def register(
     i0 = np.flatnonzero(corr_ok)
     sign = 1.0 if np.einsum("ij,ij->", n_t[i0], tgt_n[j_corr[i0]]) >= 0 else -1.0
     cos_max = np.cos(np.deg2rad(p.max_normal_deg))
+    if landmarks is not None and landmarks.contour is not None and p.landmark_contour_scale != 1.0:
+        landmarks = replace(landmarks, weights=np.where(landmarks.contour, p.landmark_contour_scale, 1.0)
+                            * landmarks.weights)
 
     v = v0.copy()
     v_ref = v0.copy()
@@ -450,11 +489,7 @@ def register(
         matched[i] = True
         # (3) solve
         a_eff = a * p.membrane_scale
-        lm = None
-        if landmarks is not None and p.w_landmark > 0:
-            w_lm = p.w_landmark * landmarks.robust_weights(v, sign * vertex_normals(v, tris), p.landmark_huber_px,
-                                                           p.landmark_min_cos)
-            lm = (landmarks.B, *landmarks.linearize(v, w_lm))
+        lm = _landmark_quadratic(landmarks, p, v, n_t)
         v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v, lm)
         moved = float(np.sqrt(((v_new - v) ** 2).sum(axis=1).max()))
         v = v_new
