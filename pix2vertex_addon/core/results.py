@@ -193,6 +193,12 @@ def prepare_layouts(template: Any, detail: DetailResult | None = None, detail_le
         bake_vertex_field(zeros, detail.faces, uv, size=size)
 
 
+def _timed(fn: Callable, *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
+
+
 def write_result(
     out_dir: str | Path,
     photo: np.ndarray,
@@ -223,13 +229,15 @@ def write_result(
     ts = time.perf_counter()
     dcrop = crop_depth(rec.camera, v, tris)
     seconds["depth"] = time.perf_counter() - ts
-    ts = time.perf_counter()
-    tex = clean_texture(photo, rec.camera, rec.vertices, template.vertices_cm * 10.0, faces, uvs,
-                        mask=rec.maps["mask"], size=texture_size, depth_crop=dcrop)
-    seconds["texture"] = time.perf_counter() - ts
-    ts = time.perf_counter()
-    normal = face_normal_map(rec, faces, uvs, texture_size)
-    seconds["normal_map"] = time.perf_counter() - ts
+    # the normal map in a second thread beside the texture clean-up (both mostly numpy and
+    # OpenCV, which run without the GIL)
+    with ThreadPoolExecutor(1) as side:
+        ts = time.perf_counter()
+        normal_job = side.submit(_timed, face_normal_map, rec, faces, uvs, texture_size)
+        tex = clean_texture(photo, rec.camera, rec.vertices, template.vertices_cm * 10.0, faces, uvs,
+                            mask=rec.maps["mask"], size=texture_size, depth_crop=dcrop)
+        seconds["texture"] = time.perf_counter() - ts
+        normal, seconds["normal_map"] = normal_job.result()
     with AtomicFolder(out_dir, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
         tw = time.perf_counter()
         pngs = [pool.submit(save_png_atomic, tmp / name, img, FAST_PNG)
