@@ -352,3 +352,24 @@ def test_affine_uses_landmark_pairs():
     with pytest.raises(ValueError, match="extra pairs"):
         fit_affine_ransac(tmpl, canon, target, corr_scale_mm=scale, iterations=10,
                           extra=(tmpl[:3], truth[:4], np.ones(3)))
+
+
+def test_camera_refit_follows_the_landmark_pairs_by_their_share():
+    """``fit_pinhole(extra=...)``: the landmark pairs pull the camera towards the one they were
+    projected with as their share grows; with share 0 the camera is the maps' own, exactly."""
+    from pix2vertex_addon.core.camera import fit_pinhole
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_002, resolution=96)
+    f0, z0, rms0 = fit_pinhole(s["xyz"], s["mask"])
+    truth = s["vertices_cam"].astype(np.float64)
+    pts = truth[::150]  # 63 surface points standing in for the landmarks
+    f1, z1 = f0 * 1.1, z0 * 1.1  # another camera: the same scale at the face, less perspective
+    px = project(pts, f1, z1, 96)
+    w = np.ones(len(pts))
+    assert fit_pinhole(s["xyz"], s["mask"], extra=(pts, px, w), extra_share=0.0) == (f0, z0, rms0)
+    fits = [fit_pinhole(s["xyz"], s["mask"], extra=(pts, px, w), extra_share=k)[:2] for k in (0.1, 1.0, 100.0)]
+    dist = [abs(f - f1) / f1 + abs(z - z1) / z1 for f, z in fits]
+    assert dist[0] > dist[1] > dist[2] and dist[2] < 0.02
+    assert abs(fits[0][0] - f0) / f0 < 0.1  # a small share moves it little

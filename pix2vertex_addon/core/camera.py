@@ -57,7 +57,9 @@ DEFAULT_Z_REF_MM = 600.0  # camera to head centre when the maps cannot tell (wea
 MAX_Z_REF_MM = 5000.0
 
 
-def fit_pinhole(xyz: np.ndarray, mask: np.ndarray, min_z_ref: float = 150.0) -> tuple[float, float, float]:
+def fit_pinhole(xyz: np.ndarray, mask: np.ndarray, min_z_ref: float = 150.0,
+                extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                extra_share: float = 0.0) -> tuple[float, float, float]:
     """Least-squares focal length and ``z_ref`` from a crop's maps.
 
     The full perspective fit is used when it is well posed (positive focal length, the camera
@@ -69,6 +71,10 @@ def fit_pinhole(xyz: np.ndarray, mask: np.ndarray, min_z_ref: float = 150.0) -> 
     ----------
     xyz : (R, R, 3) float, label frame, mm.
     mask : (R, R) bool, pixels to use.
+
+    extra : (points (K, 3) label frame mm, pixels (K, 2) crop pixels, weights (K,)) more pairs of
+        a point and the pixel it must project to (the landmarks, weighted by reliability); together
+        they weigh ``extra_share`` of all the mask's pixels. The rms stays that of the pixels.
 
     Returns
     -------
@@ -85,16 +91,30 @@ def fit_pinhole(xyz: np.ndarray, mask: np.ndarray, min_z_ref: float = 150.0) -> 
     du = cols + 0.5 - r / 2.0
     dv = rows + 0.5 - r / 2.0
     p = xyz[rows, cols]
+    w = np.ones(len(p))
+    n_pix = len(p)
+    if extra is not None and extra_share > 0 and len(extra[0]):
+        ep, eu = np.asarray(extra[0], dtype=np.float64), np.asarray(extra[1], dtype=np.float64)
+        ew = np.asarray(extra[2], dtype=np.float64)
+        ok = np.isfinite(ep).all(axis=1) & np.isfinite(eu).all(axis=1) & (ew > 0)
+        if ok.any():
+            p = np.concatenate([p, ep[ok]])
+            du = np.concatenate([du, eu[ok, 0] - r / 2.0])
+            dv = np.concatenate([dv, eu[ok, 1] - r / 2.0])
+            w = np.concatenate([w, ew[ok] * (extra_share * n_pix / ew[ok].sum())])
+    sw = np.sqrt(np.concatenate([w, w]))
 
     def rms_of(f: float, zr: float) -> float:
-        zz = np.maximum(p[:, 2] + zr, 1e-6)
-        res = np.concatenate([f * p[:, 0] / zz - du, f * p[:, 1] / zz - dv])
+        q = p[:n_pix]
+        zz = np.maximum(q[:, 2] + zr, 1e-6)
+        res = np.concatenate([f * q[:, 0] / zz - du[:n_pix], f * q[:, 1] / zz - dv[:n_pix]])
         return float(np.sqrt(np.mean(res**2)))
 
     # weak perspective: (du, dv) = s (x, y)
     xy = np.concatenate([p[:, 0], p[:, 1]])
     d = np.concatenate([du, dv])
-    s_weak = float(xy @ d / max(xy @ xy, 1e-12))
+    ww = sw**2
+    s_weak = float((ww * xy) @ d / max((ww * xy) @ xy, 1e-12))
     if s_weak <= 0:
         raise ValueError("the maps do not describe a face seen by a camera (mirrored geometry)")
     weak = (s_weak * DEFAULT_Z_REF_MM, DEFAULT_Z_REF_MM)
@@ -102,11 +122,15 @@ def fit_pinhole(xyz: np.ndarray, mask: np.ndarray, min_z_ref: float = 150.0) -> 
     # full perspective: du (z + zr) = f x  ->  [x, -du] @ [f, zr] = du z  (same for v, y)
     a = np.concatenate([np.stack([p[:, 0], -du], 1), np.stack([p[:, 1], -dv], 1)])
     b = np.concatenate([du * p[:, 2], dv * p[:, 2]])
-    (f, zr), *_ = np.linalg.lstsq(a, b, rcond=None)
+    (f, zr), *_ = np.linalg.lstsq(a * sw[:, None], b * sw, rcond=None)
     lo = max(min_z_ref, min_z_ref - p[:, 2].min())
     if f > 0 and lo <= zr <= MAX_Z_REF_MM:
         zz = p[:, 2] + zr  # refit f with z_ref fixed
-        f = (np.sum(du * p[:, 0] / zz) + np.sum(dv * p[:, 1] / zz)) / (np.sum((p[:, 0] / zz) ** 2) + np.sum((p[:, 1] / zz) ** 2))
+        if len(p) == n_pix:  # no extra pairs
+            f = (np.sum(du * p[:, 0] / zz) + np.sum(dv * p[:, 1] / zz)) / (np.sum((p[:, 0] / zz) ** 2) + np.sum((p[:, 1] / zz) ** 2))
+        else:
+            qx, qy = p[:, 0] / zz, p[:, 1] / zz
+            f = (np.sum(w * du * qx) + np.sum(w * dv * qy)) / (np.sum(w * qx**2) + np.sum(w * qy**2))
         if rms_of(f, zr) <= rms_of(*weak):
             return float(f), float(zr), rms_of(f, zr)
     return weak[0], weak[1], rms_of(*weak)

@@ -12,6 +12,7 @@ between stages and ``cancel()`` (a callable or a ``threading.Event``) is checked
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -277,6 +278,12 @@ class Pipeline:
                                             corr_scale_mm=self.corr_scale, extra=extra)
         if info["n_inliers"] < 50:
             warnings.append(f"only {info['n_inliers']} affine inliers: the correspondence map is poor")
+        if term is not None and params.w_landmark_camera > 0:  # the camera from the landmarks too
+            points = term.B @ apply_affine(affine, self.template_mm)
+            focal, z_ref, rms = fit_pinhole(maps["xyz"], mask, extra=(points, term.target_px, term.weights),
+                                            extra_share=params.w_landmark_camera)
+            camera = CropCamera(focal=focal, z_ref=z_ref, resolution=r, box=(x0, y0, side))
+            term = dataclasses.replace(term, focal=focal, z_ref=z_ref)
         stage_done("affine", 4)
 
         reg = register(apply_affine(affine, self.template_mm), self.faces, self.canon, target,

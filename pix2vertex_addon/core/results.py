@@ -231,9 +231,9 @@ def write_result(
     seconds["depth"] = time.perf_counter() - ts
     # the normal map in a second thread beside the texture clean-up (both mostly numpy and
     # OpenCV, which run without the GIL)
-    with ThreadPoolExecutor(1) as side:
+    with ThreadPoolExecutor(1) as beside:
         ts = time.perf_counter()
-        normal_job = side.submit(_timed, face_normal_map, rec, faces, uvs, texture_size)
+        normal_job = beside.submit(_timed, face_normal_map, rec, faces, uvs, texture_size)
         tex = clean_texture(photo, rec.camera, rec.vertices, template.vertices_cm * 10.0, faces, uvs,
                             mask=rec.maps["mask"], size=texture_size, depth_crop=dcrop)
         seconds["texture"] = time.perf_counter() - ts

@@ -144,6 +144,11 @@ class RegistrationParams:
     landmark_contour_scale : float
         Factor on the weights of the landmarks on the face's outline (``LandmarkTerm.contour``:
         MediaPipe's face oval; 0 drops them, the networks' mask alone then decides the outline).
+    w_landmark_camera : float
+        Share of the landmarks in the camera recovery (the pipeline refits the crop's pinhole
+        camera after the affine stage from the predicted geometry's pixels and the affinely
+        placed template's landmark points at the detected points; the landmarks weigh this
+        much of all the pixels together; 0: the camera from the maps alone).
     """
 
     w_point: float = 0.1
@@ -177,6 +182,7 @@ class RegistrationParams:
     w_landmark_depth: float = 0.0
     landmark_depth_huber_mm: float = 2.0
     landmark_contour_scale: float = 1.0
+    w_landmark_camera: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -193,8 +199,10 @@ class RegistrationParams:
             raise ValueError("anchor must be >= 0, max_inner and max_outer >= 1")
         if self.w_landmark < 0 or not self.landmark_huber_px > 0 or not -1 <= self.landmark_min_cos <= 1:
             raise ValueError("w_landmark must be >= 0, landmark_huber_px > 0, landmark_min_cos in [-1, 1]")
-        if min(self.w_landmark_depth, self.landmark_contour_scale) < 0 or not self.landmark_depth_huber_mm > 0:
-            raise ValueError("w_landmark_depth and landmark_contour_scale must be >= 0, landmark_depth_huber_mm > 0")
+        if min(self.w_landmark_depth, self.landmark_contour_scale, self.w_landmark_camera) < 0 \
+                or not self.landmark_depth_huber_mm > 0:
+            raise ValueError("w_landmark_depth, landmark_contour_scale and w_landmark_camera must be >= 0, "
+                             "landmark_depth_huber_mm > 0")
 
 
 # The landmark-guided fit of the pipeline (weights chosen on validation renders:
