@@ -178,22 +178,25 @@ def test_subdivided_corner_uvs(face_model):
 
 
 def test_warm_up_leaves_no_layout_work_for_the_first_result(pipeline, sample, tmp_path):
-    """After ``Pipeline.warm_up`` the first result (texture, mirror look-up, normal map) and
-    Blender's displacement image compute no UV-layout table of their own."""
-    from pix2vertex_addon.core import projection, texture
+    """After ``Pipeline.warm_up`` the first result (texture, mirror look-up, border ramps, OBJ
+    lines, normal map) and Blender's displacement image compute no layout table of their own:
+    no layout cache gains or replaces an entry."""
+    from pix2vertex_addon.core import projection
     from pix2vertex_addon.core.geometry import subdivide_corner_uvs
+    from pix2vertex_addon.core.layout_cache import all_caches
     from pix2vertex_addon.core.pipeline import PipelineOptions
 
-    caches = (projection._UV_CACHE, projection._WEIGHTS_CACHE, texture._MIRROR_CACHE)
-    for c in caches:
+    for c in all_caches():
         c.clear()
     pipeline.warm_up(PipelineOptions(detail=True), texture_size=256, detail_texture_sizes=(512,))
-    filled = [dict(c) for c in caches]
-    assert all(filled)
+    before = {c.name: c.snapshot() for c in all_caches()}
+    assert sum(len(v) for v in before.values()) >= 6
     rec = pipeline.reconstruct(sample["image"], PipelineOptions(detail=True))[0]
     write_result(tmp_path / "r", sample["image"], rec, pipeline.model.template, texture_size=256)
     t = pipeline.model.template
     projection.bake_vertex_field(rec.detail.displacement, rec.detail.faces,
                                  subdivide_corner_uvs(t.faces, t.uvs, rec.detail_levels), size=512)
-    for c, before in zip(caches, filled):
-        assert c.keys() == before.keys() and all(c[k] is before[k] for k in c)
+    for c in all_caches():
+        after = c.snapshot()
+        assert after.keys() == before[c.name].keys(), c.name
+        assert all(after[k] is before[c.name][k] for k in after), c.name

@@ -107,11 +107,12 @@ def _user_message(exc: BaseException) -> str:
     return f"Reconstruction failed: {type(exc).__name__}: {exc}"
 
 
-def warm_up_soon(context) -> None:
+def warm_up_soon(context, checked: bool = False) -> None:
     """Start the background warm-up (:func:`.jobs.warm_up`) when everything Reconstruct needs
-    is installed; called when the panel is drawn and when a photo is chosen."""
+    is installed (``checked``: the caller has just found :func:`.deps.blocking_reason` empty);
+    called when the panel is drawn and when a photo is chosen."""
     try:
-        if deps.blocking_reason(context):
+        if not checked and deps.blocking_reason(context):
             return
         from .apply import DETAIL_TEXTURE_SIZE
 

@@ -36,7 +36,7 @@ class VIEW3D_PT_p2v_reconstruct(bpy.types.Panel):
         if not reason:
             from .operators import warm_up_soon
 
-            warm_up_soon(context)  # the first Reconstruct then runs as fast as the next ones
+            warm_up_soon(context, checked=True)  # the first Reconstruct then runs like the next ones
         if reason:
             box = layout.box()
             box.alert = True

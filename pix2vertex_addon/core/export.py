@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .layout_cache import LayoutCache, array_key
+
 __all__ = ["AtomicFolder", "OutputError", "OutputLock", "LockedError", "check_output_folder", "clean_leftovers",
            "write_obj", "write_json", "format_obj", "read_obj_vertices", "sha256_file", "LEFTOVER_RE", "MIN_FREE_BYTES"]
 
@@ -325,7 +327,7 @@ def format_obj(
     return buf.getvalue()
 
 
-_LAYOUT_TEXT: dict[tuple, str] = {}
+_LAYOUT_TEXT: LayoutCache[str] = LayoutCache("OBJ layout lines", 6)
 
 
 def _obj_layout_text(f: np.ndarray, corner_uvs: np.ndarray | None, mtl_file: str | None, material: str) -> str:
@@ -334,11 +336,11 @@ def _obj_layout_text(f: np.ndarray, corner_uvs: np.ndarray | None, mtl_file: str
     uv = None if corner_uvs is None else np.asarray(corner_uvs, dtype=np.float64)
     if uv is not None and uv.shape != f.shape + (2,):
         raise ValueError(f"corner_uvs must be {f.shape + (2,)}, got {uv.shape}")
-    key = (f.shape, hash(f.tobytes()), None if uv is None else hash(np.nan_to_num(uv).tobytes()),
-           bool(mtl_file), material)
-    hit = _LAYOUT_TEXT.get(key)
-    if hit is not None:
-        return hit
+    return _LAYOUT_TEXT.get(array_key(f, uv, bool(mtl_file), material),
+                            lambda: _format_layout(f, uv, mtl_file, material))
+
+
+def _format_layout(f: np.ndarray, uv: np.ndarray | None, mtl_file: str | None, material: str) -> str:
     buf = io.StringIO()
     valid = f >= 0
     if uv is not None:
@@ -362,11 +364,7 @@ def _obj_layout_text(f: np.ndarray, corner_uvs: np.ndarray | None, mtl_file: str
             cols = fi
             fmt = "f " + " ".join(["%d"] * k)
         _rows(buf, fmt, cols)
-    text = buf.getvalue()
-    if len(_LAYOUT_TEXT) > 6:
-        _LAYOUT_TEXT.clear()
-    _LAYOUT_TEXT[key] = text
-    return text
+    return buf.getvalue()
 
 
 def write_obj(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
+from .layout_cache import LayoutCache, array_key
 
 __all__ = ["GltfMaterial", "read_glb", "write_glb"]
 
@@ -82,22 +83,13 @@ class _Bin:
         return len(self.accessors) - 1
 
 
-_SPLIT_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_SPLITS: LayoutCache[tuple[np.ndarray, np.ndarray, np.ndarray]] = LayoutCache("glTF vertex splits", 4)
 
 
 def _split_vertices(faces: np.ndarray, corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Triangle corners -> (glTF vertex per corner (T, 3), source vertex (M,), uv (M, 2)); the
     same for every head made from one model, so it is kept per layout."""
-    key = (faces.shape, hash(faces.tobytes()), hash(np.nan_to_num(corner_uvs).tobytes()))
-    hit = _SPLIT_CACHE.get(key)
-    if hit is None:
-        hit = _split_vertices_uncached(faces, corner_uvs)
-        for a in hit:
-            a.setflags(write=False)
-        if len(_SPLIT_CACHE) > 4:
-            _SPLIT_CACHE.clear()
-        _SPLIT_CACHE[key] = hit
-    return hit
+    return _SPLITS.get(array_key(faces, corner_uvs), lambda: _split_vertices_uncached(faces, corner_uvs))
 
 
 def _split_vertices_uncached(faces: np.ndarray, corner_uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import lsq_linear
 from scipy.sparse.linalg import spsolve
 
 from .camera import rigid_fit
@@ -257,6 +256,8 @@ def box_qp(gram: np.ndarray, q: np.ndarray, lb: np.ndarray, ub: np.ndarray, tol:
         state[flip_free & (x < lb)] = -1
         state[flip_free & (x > ub)] = 1
         state[move & ~free] = 0
+    from scipy.optimize import lsq_linear
+
     u = np.linalg.cholesky(g).T
     return lsq_linear(u, np.linalg.solve(u.T, q), bounds=(lb, ub), method="bvls").x
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .export import _unique_rows_2d
 from .geometry.laplacian import vertex_normals
+from .layout_cache import LayoutCache, array_key
 from .projection import bake_vertex_field
 
 __all__ = ["corner_tangents", "tangent_space_normals", "bake_normal_map", "decode_normal"]
@@ -38,29 +39,24 @@ def _quad_tris(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f[poly[:, None], corner], poly[:, None] * f.shape[1] + corner
 
 
-_GROUP_CACHE: dict[tuple, tuple[np.ndarray, int]] = {}
+_GROUPS: LayoutCache[tuple[np.ndarray, int]] = LayoutCache("tangent-frame groups", 4)
 
 
 def _corner_groups(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, int]:
     """Per polygon corner (flat), its group of corners sharing a vertex and a (rounded) UV: one
     tangent frame per vertex and UV island; -1 on padding. The same for every mesh with this
     layout, so it is kept per layout."""
-    key = (f.shape, hash(f.tobytes()), hash(np.nan_to_num(uv).tobytes()))
-    hit = _GROUP_CACHE.get(key)
-    if hit is not None:
-        return hit
+    return _GROUPS.get(array_key(f, uv), lambda: _corner_groups_uncached(f, uv))
+
+
+def _corner_groups_uncached(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, int]:
     valid = (f >= 0).ravel()
     flat_v = f.ravel()
     _, uv_id = _unique_rows_2d(np.round(np.nan_to_num(uv[valid]), 6))
     _, group = np.unique(flat_v[valid] * (int(uv_id.max(initial=0)) + 1) + uv_id, return_inverse=True)
     gid = np.full(len(flat_v), -1, dtype=np.int64)
     gid[valid] = group.ravel()
-    gid.setflags(write=False)
-    out = (gid, int(group.max()) + 1 if group.size else 0)
-    if len(_GROUP_CACHE) > 4:
-        _GROUP_CACHE.clear()
-    _GROUP_CACHE[key] = out
-    return out
+    return gid, int(group.max()) + 1 if group.size else 0
 
 
 def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray,

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from scipy import ndimage
 
 from .camera import CropCamera
+from .layout_cache import LayoutCache, array_key
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
@@ -142,36 +143,20 @@ def uv_raster(tri_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.int64), bary
 
 
-_UV_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_RASTERS: LayoutCache[tuple[np.ndarray, np.ndarray]] = LayoutCache("UV rasters", 6)
 
 
 def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Triangles (T, 3) of mesh vertex ids and the UV-space raster (tri_id, bary) of a layout;
-    the same for every photo, so it is cached per (layout, size)."""
-    key = (poly.shape, hash(poly.tobytes()), hash(np.nan_to_num(uvs).tobytes()), size)
-    hit = _UV_CACHE.get(key)
-    if hit is not None:
-        return hit
+    the raster is the same for every photo, so it is cached per (UVs, quad pattern, size): a mesh
+    and its "one vertex per corner" copy share it."""
     quad = poly[:, 3] >= 0
     # triangles as (polygon, corner) pairs: (0 1 2) for all, (0 2 3) for quads
     tri_poly = np.concatenate([np.arange(len(poly)), np.flatnonzero(quad)])
     tri_corner = np.concatenate([np.tile([0, 1, 2], (len(poly), 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
     tri_vert = poly[tri_poly[:, None], tri_corner]
-    tri_vert.setflags(write=False)
-    # the raster depends on the UVs and the quad pattern only: layouts that share them (a mesh and
-    # its "one vertex per corner" copy) share it
-    raster_key = (hash(quad.tobytes()), key[2], size)
-    shared = _UV_CACHE.get(raster_key)
-    if shared is not None:
-        _UV_CACHE[key] = (tri_vert, shared[1], shared[2])
-        return _UV_CACHE[key]
-    tri_uv = uvs[tri_poly[:, None], tri_corner].astype(np.float64)
-    tid, bary = uv_raster(tri_uv, size)
-    for a in (tid, bary):
-        a.setflags(write=False)
-    if len(_UV_CACHE) > 8:
-        _UV_CACHE.clear()
-    _UV_CACHE[key] = _UV_CACHE[raster_key] = (tri_vert, tid, bary)
+    tid, bary = _RASTERS.get(array_key(quad, np.asarray(uvs), size),
+                             lambda: uv_raster(uvs[tri_poly[:, None], tri_corner].astype(np.float64), size))
     return tri_vert, tid, bary
 
 
@@ -219,7 +204,7 @@ def bleed_sources(inside: np.ndarray, bleed: int) -> tuple[np.ndarray, np.ndarra
     return grown, source
 
 
-_WEIGHTS_CACHE: dict[tuple, tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = {}
+_WEIGHTS: LayoutCache[tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = LayoutCache("texel weights", 5)
 
 
 def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
@@ -236,10 +221,11 @@ def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
     """
     poly = np.asarray(polygons, dtype=np.int64)
     uvs = np.asarray(corner_uvs)
-    key = (poly.shape, hash(poly.tobytes()), hash(np.nan_to_num(uvs).tobytes()), size, bleed)
-    hit = _WEIGHTS_CACHE.get(key)
-    if hit is not None:
-        return hit
+    return _WEIGHTS.get(array_key(poly, uvs, size, bleed), lambda: _texel_weights(poly, uvs, size, bleed))
+
+
+def _texel_weights(poly: np.ndarray, uvs: np.ndarray, size: int,
+                   bleed: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]:
     tri_vert, tid, bary = _uv_raster(poly, uvs, size)
     inside_img = tid >= 0
     inside = np.flatnonzero(inside_img.ravel())
@@ -251,11 +237,6 @@ def texel_weights(polygons: np.ndarray, corner_uvs: np.ndarray, size: int,
     grown = source = np.zeros(0, dtype=np.int64)
     if bleed > 0 and n:
         grown, source = bleed_sources(inside_img, bleed)
-    for a in (inside, grown, source):
-        a.setflags(write=False)
-    if len(_WEIGHTS_CACHE) > 4:
-        _WEIGHTS_CACHE.clear()
-    _WEIGHTS_CACHE[key] = (inside, w, grown, source)
     return inside, w, grown, source
 
 

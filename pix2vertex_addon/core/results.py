@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from .export import AtomicFolder, sha256_file, write_json, write_obj
+from .export import AtomicFolder, format_obj, sha256_file, write_json, write_obj
 from .geometry import DetailResult, subdivide_corner_uvs
 from .images import save_png_atomic
 from .landmarks import photo_landmarks_68
 from .normal_map import bake_normal_map
 from .pipeline import FaceReconstruction
 from .projection import bake_vertex_field, crop_depth, depth_map, texel_weights
-from .texture import clean_texture, mirror_texels
+from .texture import clean_texture, layout_tables
 from .viz import colormap, normals_rgb
 
 __all__ = ["write_result", "prepare_layouts", "RESULT_FILES", "versions", "input_identity", "array_identity",
@@ -177,17 +177,22 @@ def landmarks_doc(fitted_68: np.ndarray, detected_478: np.ndarray) -> dict:
 
 def prepare_layouts(template: Any, detail: DetailResult | None = None, detail_levels: int = 1,
                     texture_size: int = 1024, detail_texture_sizes: tuple[int, ...] = ()) -> None:
-    """Compute (and keep, in the modules' caches) the UV-layout tables :func:`write_result`
-    and Blender's detail image need for ``template``: the texture's texel weights and mirror
-    look-up and, given a ``detail`` result of the same template, its normal map's and (each of
-    ``detail_texture_sizes``) displacement image's. The same calls as a real result, on zeros."""
+    """Compute (and keep, in the layout caches: ``core/layout_cache.py``) what
+    :func:`write_result` and Blender's detail image need of ``template``'s layout: the
+    texture's texel weights, mirror look-up and border ramps, the OBJ's layout lines and, given
+    a ``detail`` result of the same template, its normal map's and (each of
+    ``detail_texture_sizes``) displacement image's tables. The same calls as a real result, on
+    zeros."""
     faces, uvs = np.asarray(template.faces), np.asarray(template.uvs)
+    rest = template.vertices_cm * 10.0
     texel_weights(faces, uvs, texture_size)
-    mirror_texels(template.vertices_cm * 10.0, faces, uvs, texture_size)
+    layout_tables(rest, faces, uvs, texture_size)
+    format_obj(rest, faces, uvs, mtl_file="face_base.mtl")
     if detail is None:
         return
     uv = subdivide_corner_uvs(faces, uvs, detail_levels)
     zeros = np.zeros(len(detail.vertices))
+    format_obj(detail.vertices, detail.faces, uv, mtl_file="face.mtl")
     bake_normal_map(detail.vertices, detail.faces, uv, zeros, size=texture_size)
     for size in detail_texture_sizes:
         bake_vertex_field(zeros, detail.faces, uv, size=size)

@@ -34,10 +34,11 @@ from scipy.sparse.linalg import spsolve
 
 from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
+from .layout_cache import LayoutCache, array_key
 from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
-           "mirror_texels", "seam_distance", "texel_confidence"]
+           "layout_tables", "mirror_texels", "seam_distance", "texel_confidence"]
 
 COARSE = 8  # texels per shading cell (a 1024 texture has a 128 x 128 shading grid)
 KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well seen
@@ -156,7 +157,8 @@ def _close_small_holes(mask: np.ndarray, max_fraction: float = 0.02, rim: float 
     return out
 
 
-_MIRROR_CACHE: dict[tuple, np.ndarray] = {}
+_MIRRORS: LayoutCache[np.ndarray] = LayoutCache("mirror texels", 3)
+_SEAMS: LayoutCache[np.ndarray] = LayoutCache("seam distances", 6)
 
 
 def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int = 1024,
@@ -167,14 +169,15 @@ def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     rest_vertices : (V, 3) the template's rest shape in a frame whose x = 0 plane is its plane of
     symmetry (the model frame), any unit; ``max_mm`` assumes millimetres. Cached per layout.
     """
-    from scipy.spatial import cKDTree
-
     poly = np.asarray(polygons, dtype=np.int64)
     rv = np.asarray(rest_vertices, dtype=np.float64)
-    key = (poly.shape, hash(poly.tobytes()), hash(rv.tobytes()), size, max_mm)
-    hit = _MIRROR_CACHE.get(key)
-    if hit is not None:
-        return hit
+    uvs = np.asarray(corner_uvs)
+    return _MIRRORS.get(array_key(poly, rv, uvs, size, max_mm), lambda: _mirror_texels(rv, poly, uvs, size, max_mm))
+
+
+def _mirror_texels(rv: np.ndarray, poly: np.ndarray, corner_uvs: np.ndarray, size: int, max_mm: float) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
     flat, _, _, _ = texel_weights(poly, corner_uvs, size)
     pts = _texel_points(poly, corner_uvs, size, rv)
     mirrored = pts * np.array([-1.0, 1.0, 1.0])
@@ -182,15 +185,7 @@ def mirror_texels(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     out = np.full(size * size, -1, dtype=np.int64)
     good = np.isfinite(dist)
     out[flat[good]] = flat[j[good]]
-    out = out.reshape(size, size)
-    out.setflags(write=False)
-    if len(_MIRROR_CACHE) > 2:
-        _MIRROR_CACHE.clear()
-    _MIRROR_CACHE[key] = out
-    return out
-
-
-_SEAM_CACHE: dict[tuple, np.ndarray] = {}
+    return out.reshape(size, size)
 
 
 def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
@@ -199,15 +194,16 @@ def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     the rest shape to the mesh's outer border (its longest boundary loop: for the face template,
     the seam with the rest of a full head; the eye and mouth openings are not borders here);
     0 outside the islands. Cached per layout."""
+    poly = np.asarray(polygons, dtype=np.int64)
+    rv = np.asarray(rest_vertices, dtype=np.float64)
+    uvs = np.asarray(corner_uvs)
+    return _SEAMS.get(array_key("distance", poly, rv, uvs, size), lambda: _seam_distance(rv, poly, uvs, size))
+
+
+def _seam_distance(rv: np.ndarray, poly: np.ndarray, corner_uvs: np.ndarray, size: int) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    poly = np.asarray(polygons, dtype=np.int64)
-    rv = np.asarray(rest_vertices, dtype=np.float64)
-    key = (poly.shape, hash(poly.tobytes()), hash(rv.tobytes()), size)
-    hit = _SEAM_CACHE.get(key)
-    if hit is not None:
-        return hit
     nxt = np.where(np.roll(poly, -1, axis=1) >= 0, np.roll(poly, -1, axis=1), poly[:, :1])
     ok = poly >= 0
     a, b = np.minimum(poly, nxt)[ok], np.maximum(poly, nxt)[ok]
@@ -224,25 +220,16 @@ def seam_distance(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: n
     flat, _, _, _ = texel_weights(poly, corner_uvs, size)
     out = np.zeros(size * size, dtype=np.float32)
     out[flat] = _texel_points(poly, corner_uvs, size, dist_v[:, None])[:, 0]
-    out = out.reshape(size, size)
-    out.setflags(write=False)
-    if len(_SEAM_CACHE) > 6:
-        _SEAM_CACHE.clear()
-    _SEAM_CACHE[key] = out
-    return out
+    return out.reshape(size, size)
 
 
 def _seam_ramp(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray, size: int, lo_mm: float,
                hi_mm: float) -> np.ndarray:
     """(size, size) float32 smoothstep of :func:`seam_distance` from ``lo_mm`` to ``hi_mm`` (cached)."""
-    dist = seam_distance(rest_vertices, polygons, corner_uvs, size)
-    key = (id(dist), lo_mm, hi_mm)
-    hit = _SEAM_CACHE.get(key)
-    if hit is None:
-        hit = _smoothstep(dist, lo_mm, hi_mm).astype(np.float32)
-        hit.setflags(write=False)
-        _SEAM_CACHE[key] = hit
-    return hit
+    key = array_key("ramp", np.asarray(polygons, dtype=np.int64), np.asarray(rest_vertices, dtype=np.float64),
+                    np.asarray(corner_uvs), size, lo_mm, hi_mm)
+    return _SEAMS.get(key, lambda: _smoothstep(seam_distance(rest_vertices, polygons, corner_uvs, size),
+                                                lo_mm, hi_mm).astype(np.float32))
 
 
 def _cells(a: np.ndarray, k: int) -> np.ndarray:
@@ -422,6 +409,16 @@ def border_colour_weight(raw: np.ndarray, confidence: np.ndarray, border: np.nda
     return out
 
 
+def layout_tables(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.ndarray,
+                  size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`clean_texture` needs of the layout alone (computed once per layout, then
+    cached): the mirror look-up, the ramp of the border fade (0 on the seam to 1 at
+    :data:`SEAM_MM`) and that of the outer band of the colour test (:data:`OUTER_MM`)."""
+    return (mirror_texels(rest_vertices, polygons, corner_uvs, size),
+            _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.0, SEAM_MM),
+            _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.5 * OUTER_MM, OUTER_MM))
+
+
 def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, rest_vertices: np.ndarray,
                   polygons: np.ndarray, corner_uvs: np.ndarray, mask: np.ndarray | None = None, size: int = 1024,
                   depth_crop: np.ndarray | None = None) -> TextureResult:
@@ -438,12 +435,10 @@ def clean_texture(photo: np.ndarray, camera: CropCamera, vertices: np.ndarray, r
     flat_inside, _, grown, source = texel_weights(polygons, corner_uvs, size)
     inside = np.zeros(size * size, dtype=bool)
     inside[flat_inside] = True
+    mirror, seam, outer_ramp = layout_tables(rest_vertices, polygons, corner_uvs, size)
     if mask is not None:
-        outer = 1.0 - _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.5 * OUTER_MM, OUTER_MM)
         conf *= border_colour_weight(raw, conf, border_distance(view, mask), near_px=BORDER_BAND * camera.resolution,
-                                     outer=outer)
-    mirror = mirror_texels(rest_vertices, polygons, corner_uvs, size)
-    seam = _seam_ramp(rest_vertices, polygons, corner_uvs, size, 0.0, SEAM_MM)
+                                     outer=1.0 - outer_ramp)
     tex, filled = complete_texture(raw, conf, inside.reshape(size, size), mirror, bleed_index=(grown, source),
                                    seam=seam)
     return TextureResult(texture=tex, raw=raw, confidence=conf, filled=filled)
