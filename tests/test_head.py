@@ -139,6 +139,27 @@ def test_eyeballs_stay_in_their_sockets_at_every_arkit_shape(case):
             assert ours <= ref + 0.25, (name, side, ours, ref)
 
 
+def test_eyelid_depths_near_the_eye_equal_those_over_the_whole_face(case):
+    """eyelid_depths with ``reach`` measures only the vertices that can come near the spheres;
+    the result must be exactly the one over every face vertex, with the eyeball moved back or
+    forward and with a shape that throws the lids far."""
+    m, head = case["model"], case["head"]
+    n = len(head.vertices)
+    shapes = np.zeros((len(m.expression_basis) + 1, n, 3))
+    shapes[1:] = m.expression_basis[:, :n] * 10.0
+    shapes[5, : head.face_count] *= 3.0  # a shape beyond ICT's range
+    reach = H.shape_reach(shapes, head.face_count)
+    assert reach.shape == (head.face_count,) and reach.max() > 10.0
+    for side in ("left", "right"):
+        sclera, eye = m.region_slice(f"sclera_{side}"), m.region_slice(f"eyeball_{side}")
+        for moved in (-6.0, 0.0, 2.0, 10.0):
+            v = head.vertices.copy()
+            v[eye] += moved * np.array([0.0, 0.0, 1.0])
+            fast = H.eyelid_depths(v, shapes, sclera, head.face_count, reach)
+            full = H.eyelid_depths(v, shapes, sclera, head.face_count)
+            np.testing.assert_array_equal(fast, full)
+
+
 def test_shapes_move_eyes_and_teeth(case):
     head = case["head"]
     teeth = slice(*head.regions["teeth"])

@@ -28,6 +28,7 @@ import os
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,29 +389,34 @@ def reconstruct_photo(
     folders = [target] + [out / f"{name}_face{k + 1}" for k in range(1, len(recs))]
     for folder in folders[1:]:
         _check_target(folder, wanted, overwrite, replace_own)
-    heads: list = []
-    if opts.head:
-        from .head import build_head
-
-        report(1.0, "head")
-        heads = [build_head(pipeline.model, rec.vertices_model, arkit=opts.arkit) for rec in recs]
-    report(1.0, "write")
     if _cancelled(cancel):
         raise Cancelled("cancelled before writing")
-    for k, (rec, folder) in enumerate(zip(recs, folders)):
-        write_result(folder, rgb, rec, pipeline.model.template, overwrite=True, texture_size=texture_size,
-                     report={**meta, **(extra_report or {}), "face_index": k, "faces": len(recs),
-                             "identity": wanted},
-                     extra=_head_writer(pipeline.model, heads[k]) if heads else None)
+    report(1.0, "head" if opts.head else "write")
+    # the full heads are fitted in a second thread while the results' textures are made (both
+    # mostly numpy and OpenCV, which run without the GIL); each head's files wait for its fit
+    with ThreadPoolExecutor(1, thread_name_prefix="p2v-head") as beside:
+        head_jobs: list[Future] = []
+        if opts.head:
+            from .head import build_head
+
+            head_jobs = [beside.submit(build_head, pipeline.model, rec.vertices_model, arkit=opts.arkit)
+                         for rec in recs]
+        for k, (rec, folder) in enumerate(zip(recs, folders)):
+            write_result(folder, rgb, rec, pipeline.model.template, overwrite=True, texture_size=texture_size,
+                         report={**meta, **(extra_report or {}), "face_index": k, "faces": len(recs),
+                                 "identity": wanted},
+                         extra=_head_writer(pipeline.model, head_jobs[k]) if head_jobs else None)
+        heads = [job.result() for job in head_jobs]
     notes = [f"{w} (face {k + 1})" if len(recs) > 1 else w for k, rec in enumerate(recs) for w in rec.warnings]
     return PhotoResult(folders=folders, recs=recs, heads=heads, rgb=rgb, notes=notes)
 
 
-def _head_writer(model, head) -> Callable[[Path], object]:
-    """Writes the head's files into a result folder being built (its texture.png is there)."""
+def _head_writer(model, head: Future) -> Callable[[Path], object]:
+    """Writes the head's files into a result folder being built (its texture.png is there),
+    once the head's fit (``head``, a future) is done."""
     from .head_files import write_head_files
 
-    return lambda folder: write_head_files(folder, head, model, folder / "texture.png")
+    return lambda folder: write_head_files(folder, head.result(), model, folder / "texture.png")
 
 
 # -- the output folder ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Units: millimetres, model axes (+x the face's left, +y up, +z out of the face).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +48,7 @@ __all__ = [
     "harmonic_extension",
     "neutralised_face",
     "polygon_edges_count",
+    "shape_reach",
     "sphere_fit",
 ]
 
@@ -262,6 +264,21 @@ def box_qp(gram: np.ndarray, q: np.ndarray, lb: np.ndarray, ub: np.ndarray, tol:
     return lsq_linear(u, np.linalg.solve(u.T, q), bounds=(lb, ub), method="bvls").x
 
 
+def _fit_basis(model: FaceModel) -> np.ndarray:
+    """(3n, k) float32: the identity then the expression basis over the face region, in mm,
+    one column per shape (x, y, z of each vertex in turn); kept on the model (17 MB)."""
+    b = model.__dict__.get("_head_fit_basis")
+    if b is None:
+        s = model.region_slice("face")
+        n = s.stop - s.start
+        parts = (model.identity_basis[:, s], model.expression_basis[:, s])
+        b = np.concatenate([p.reshape(len(p), 3 * n) for p in parts]).T * np.float32(CM_TO_MM)
+        b = np.ascontiguousarray(b, dtype=np.float32)
+        b.setflags(write=False)
+        model.__dict__["_head_fit_basis"] = b
+    return b
+
+
 def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identity_prior: float = 2.0,
              expression_prior: float = 0.5, bounds_sigma: float = 4.0, expression_l1: float = 0.0) -> HeadFit:
     """Fit identity and expression weights (and a rigid alignment) to a reconstructed face.
@@ -284,8 +301,7 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identit
     mean = model.neutral_vertices[s].astype(np.float64) * CM_TO_MM
     nid = model.identity_basis.shape[0]
     nex = model.expression_basis.shape[0]
-    basis = np.concatenate([model.identity_basis[:, s], model.expression_basis[:, s]]).astype(np.float64)
-    basis = basis.reshape(nid + nex, 3 * n).T * CM_TO_MM  # (3n, k)
+    basis = _fit_basis(model)  # (3n, k) float32, mm
     k = nid + nex
     prior = np.concatenate([np.full(nid, identity_prior), np.full(nex, expression_prior), np.full(6, 1e-6)])
     lb = np.concatenate([np.full(nid, -bounds_sigma), np.zeros(nex), np.full(6, -np.inf)])
@@ -296,30 +312,38 @@ def fit_head(model: FaceModel, face_mm: np.ndarray, iterations: int = 6, identit
     x = np.zeros(k)
     fitted = mean
     centre = mean.mean(axis=0)
-    eye3 = np.tile(np.eye(3), (n, 1))  # translation columns
+    motion = np.zeros((3 * n, 6))  # translation, then d(w x p)/dw = -[p]x
+    motion[0::3, 0] = motion[1::3, 1] = motion[2::3, 2] = 1.0
+    weighted = np.empty_like(basis)
+    gram = np.empty((k + 6, k + 6))
     for _ in range(iterations):
         local = (y - t) @ rot  # reconstruction in the model frame
         p = fitted - centre
-        rcols = np.zeros((3 * n, 3))  # d(w x p)/dw = -[p]x
-        rcols[0::3, 1], rcols[0::3, 2] = p[:, 2], -p[:, 1]
-        rcols[1::3, 0], rcols[1::3, 2] = -p[:, 2], p[:, 0]
-        rcols[2::3, 0], rcols[2::3, 1] = p[:, 1], -p[:, 0]
-        a = np.concatenate([basis, eye3, rcols], axis=1)
+        motion[0::3, 4], motion[0::3, 5] = p[:, 2], -p[:, 1]
+        motion[1::3, 3], motion[1::3, 5] = -p[:, 2], p[:, 0]
+        motion[2::3, 3], motion[2::3, 4] = p[:, 1], -p[:, 0]
         wr = np.repeat(w_base * robust, 3)
-        # bounded least squares through its normal equations ((k + 6)^2, k = 153); the Gram
-        # matrix in float32 (half the time; its rounding moves the fit by about 0.3 micrometres)
-        aw = (a * np.sqrt(wr)[:, None]).astype(np.float32)
-        gram = (aw.T @ aw).astype(np.float64) + np.diag(prior)
-        lin = np.zeros(k + 6)
-        lin[nid:k] = 0.5 * expression_l1
-        sol = box_qp(gram, a.T @ ((local - mean).ravel() * wr) - lin, lb, ub)
+        sw = np.sqrt(wr)
+        # bounded least squares through its normal equations ((k + 6)^2, k = 153), the Gram
+        # matrix by blocks; the basis block in float32 (half the time; its rounding moves the
+        # fit by about a micrometre)
+        np.multiply(basis, sw.astype(np.float32)[:, None], out=weighted)
+        mw = motion * sw[:, None]
+        gram[:k, :k] = weighted.T @ weighted
+        gram[:k, k:] = weighted.T @ mw.astype(np.float32)
+        gram[k:, :k] = gram[:k, k:].T
+        gram[k:, k:] = mw.T @ mw
+        res = (local - mean).ravel() * wr
+        rhs = np.concatenate([basis.T @ res.astype(np.float32), motion.T @ res])
+        rhs[nid:k] -= 0.5 * expression_l1
+        sol = box_qp(gram + np.diag(prior), rhs, lb, ub)
         x = sol[:k]
         dt, dw = sol[k:k + 3], sol[k + 3:]
         # local ~ M + dt + dw x (M - c): fold the small motion into (rot, t)
         inc = _rotation_vector(dw)
         t = t + rot @ (centre + dt - inc @ centre)
         rot = rot @ inc
-        fitted = mean + (basis @ x).reshape(n, 3)
+        fitted = mean + (basis @ x.astype(np.float32)).reshape(n, 3)
         r = np.linalg.norm(fitted @ rot.T + t - y, axis=1)
         c = 3.0 * max(float(np.median(r)), 0.3)
         robust = np.where(r < c, (1.0 - (r / c) ** 2) ** 2, 0.0)
@@ -435,38 +459,102 @@ def eyelid_depth(vertices: np.ndarray, sclera: slice, n_face: int) -> float:
     return float((r - np.linalg.norm(vertices[:n_face] - c, axis=1)).max())
 
 
-def eyelid_depths(vertices: np.ndarray, shapes: np.ndarray, sclera: slice, n_face: int) -> np.ndarray:
+def eyelid_depths(vertices: np.ndarray, shapes: np.ndarray, sclera: slice, n_face: int,
+                  reach: np.ndarray | None = None) -> np.ndarray:
     """:func:`eyelid_depth` of ``vertices + shapes[i]`` for every shape (S, V, 3) at once (the
-    sphere of each by its normal equations)."""
+    sphere of each by its normal equations).
+
+    reach : (n_face,) optional, how far any shape moves each face-region vertex
+        (:func:`shape_reach`). With it only the vertices that could come near the spheres are
+        measured, and the result is checked to be the one over all vertices (else they all are).
+    """
     pts = vertices[sclera][None] + shapes[:, sclera]
     a = np.concatenate([2.0 * pts, np.ones(pts.shape[:2] + (1,))], axis=2)
     rhs = (pts**2).sum(axis=2)
     x = np.linalg.solve(np.einsum("sni,snj->sij", a, a), np.einsum("sni,sn->si", a, rhs))
     c = x[:, :3]
     r = np.sqrt(x[:, 3] + (c * c).sum(axis=1))
-    dist = np.linalg.norm(vertices[None, :n_face] + shapes[:, :n_face] - c[:, None], axis=2)
+    face = vertices[:n_face]
+    if reach is not None:
+        # a vertex at least `lower` from c[0] under every shape is at least `lower - shift` from
+        # each shape's centre: it cannot be deeper than `bound` when `lower` >= `far`
+        shift = np.linalg.norm(c - c[0], axis=1)
+        lower = np.linalg.norm(face - c[0], axis=1) - reach
+        far = float(r.max() + shift.max()) + 2.0
+        near = np.flatnonzero(lower < far)
+        if near.size:
+            dist = np.linalg.norm(face[near][None] + shapes[:, near] - c[:, None], axis=2)
+            depth = (r[:, None] - dist).max(axis=1)
+            if near.size == n_face or (depth >= r - far + shift).all():
+                return depth
+    dist = np.linalg.norm(face[None] + shapes[:, :n_face] - c[:, None], axis=2)
     return (r[:, None] - dist).max(axis=1)
 
 
-def _seat_eyeball(model: FaceModel, head_v: np.ndarray, fitted_v: np.ndarray, deltas: np.ndarray,
-                  side: str, forward: np.ndarray, iterations: int = 4) -> float:
+def shape_reach(shapes: np.ndarray, n: int) -> np.ndarray:
+    """(n,) the largest displacement of each of the first ``n`` vertices over ``shapes`` (S, V, 3)."""
+    return np.sqrt(np.einsum("svi,svi->sv", shapes[:, :n], shapes[:, :n]).max(axis=0))
+
+
+def _seat_eyeball(model: FaceModel, head_v: np.ndarray, fitted_v: np.ndarray, shapes: np.ndarray,
+                  side: str, forward: np.ndarray, iterations: int = 4, reach: np.ndarray | None = None) -> float:
     """Move an eyeball back (along -``forward``) until, at the neutral shape and at every
     expression shape at weight 1, no lid vertex lies deeper inside it than in the fitted model
-    itself (``deltas``: (S, V, 3) the shapes at weight 1). Returns the distance moved (mm);
+    itself (``shapes``: (S, V, 3), zeros (the neutral shape) then each shape at weight 1;
+    ``reach``: their :func:`shape_reach` over the face region). Returns the distance moved (mm);
     ``head_v`` is changed in place."""
     eye = slice(*model.regions[f"eyeball_{side}"])
     sclera = slice(*model.regions[f"sclera_{side}"])
     n_face = model.regions["face"][1]
-    shapes = np.concatenate([np.zeros((1,) + head_v.shape), np.asarray(deltas)])
-    ref = eyelid_depths(fitted_v, shapes, sclera, n_face)
+    ref = eyelid_depths(fitted_v, shapes, sclera, n_face, reach)
     moved = 0.0
     for _ in range(iterations):
-        excess = float((eyelid_depths(head_v, shapes, sclera, n_face) - ref).max())
+        excess = float((eyelid_depths(head_v, shapes, sclera, n_face, reach) - ref).max())
         if excess <= 0.01:
             break
         head_v[eye] -= excess * forward
         moved += excess
     return moved
+
+
+@dataclass
+class _HeadLayout:
+    """What the head's assembly takes from the model alone (kept on the model): the kept
+    polygons, their UVs and materials, and the skin's harmonic extension factorised."""
+
+    faces: np.ndarray
+    corner_uvs: np.ndarray
+    material: np.ndarray
+    skin: np.ndarray
+    _lu: Any  # scipy's SuperLU
+    _l_uk: sp.csr_matrix
+
+    def extend(self, face_values: np.ndarray) -> np.ndarray:
+        """:func:`harmonic_extension` of ``face_values`` (n_face, C) to the skin vertices."""
+        return np.asarray(self._lu.solve(-(self._l_uk @ face_values))).reshape(len(self.skin), -1)
+
+
+def _head_layout(model: FaceModel) -> _HeadLayout:
+    lay = model.__dict__.get("_head_layout")
+    if lay is None:
+        from scipy.sparse.linalg import splu
+
+        n_face = model.regions["face"][1]
+        n = model.regions[_LAST_KEPT_REGION][1]
+        f = model.faces
+        keep = np.flatnonzero((((f >= 0) & (f < n)) | (f < 0)).all(axis=1))
+        faces = f[keep].astype(np.int64)
+        adj = _adjacency(faces, n)
+        skin = np.concatenate([np.arange(*model.regions[r]) for r in _SKIN_REGIONS])
+        lap = sp.diags(np.asarray(adj.sum(axis=1)).ravel()) - adj
+        fuv = model.face_uvs[keep]
+        uvs = np.where((fuv >= 0)[..., None], model.uv_coords[np.maximum(fuv, 0)], np.nan).astype(np.float32)
+        lay = _HeadLayout(faces=faces, corner_uvs=uvs, material=_material_per_polygon(model, keep), skin=skin,
+                          _lu=splu(lap[skin][:, skin].tocsc()), _l_uk=lap[skin][:, np.arange(n_face)].tocsr())
+        for a in (faces, uvs, lay.material, skin):
+            a.setflags(write=False)
+        model.__dict__["_head_layout"] = lay
+    return lay
 
 
 def build_head(model: FaceModel, face_mm: np.ndarray, fit: HeadFit | None = None, arkit: bool = True,
@@ -496,28 +584,25 @@ def build_head(model: FaceModel, face_mm: np.ndarray, fit: HeadFit | None = None
 
     expr = delta(fit.expression)
     neutral_face = y - expr[:n_face]
-    f = model.faces
-    keep = np.flatnonzero((((f >= 0) & (f < n)) | (f < 0)).all(axis=1))
-    faces = f[keep].astype(np.int64)
-    adj = _adjacency(faces, n)
+    lay = _head_layout(model)
+    faces, skin = lay.faces, lay.skin
 
     offset = np.zeros((n, 3))
     offset[:n_face] = neutral_face - ident_mm[:n_face]
-    skin = np.concatenate([np.arange(*model.regions[r]) for r in _SKIN_REGIONS])
-    offset[skin] = harmonic_extension(adj, np.arange(n_face), offset[:n_face], skin)
+    offset[skin] = lay.extend(offset[:n_face])
     for parts, socket in _RIGID_PARTS:
         shift = offset[_socket_ring(model, ident_mm, parts, socket)].mean(axis=0)
         for p in parts:
             offset[slice(*model.regions[p])] = shift
     basis_v = ident_mm + offset
     basis_v[:n_face] = neutral_face  # exact (the harmonic offset already equals it there)
-    unit = (model.expression_basis[:, :n].astype(np.float64) * CM_TO_MM) @ rot.T  # each shape at weight 1
+    shapes = np.zeros((len(model.expression_basis) + 1, n, 3))  # neutral, then each shape at weight 1
+    shapes[1:] = (model.expression_basis[:, :n].astype(np.float64) * CM_TO_MM) @ rot.T
+    reach = shape_reach(shapes, n_face)
     for side in ("left", "right"):
-        _seat_eyeball(model, basis_v, ident_mm, unit, side, rot[:, 2])
+        _seat_eyeball(model, basis_v, ident_mm, shapes, side, rot[:, 2], reach=reach)
 
-    fuv = model.face_uvs[keep]
-    uvs = np.where((fuv >= 0)[..., None], model.uv_coords[np.maximum(fuv, 0)], np.nan).astype(np.float32)
-    head = Head(vertices=basis_v, faces=faces, corner_uvs=uvs, material=_material_per_polygon(model, keep),
+    head = Head(vertices=basis_v, faces=faces, corner_uvs=lay.corner_uvs, material=lay.material,
                 face_count=n_face, fit=fit,
                 regions={k: (a, b) for k, (a, b) in model.regions.items() if b <= n})
     if photo_expression:

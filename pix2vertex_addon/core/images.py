@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_file
+from .atomic import write_bytes_atomic
 
-__all__ = ["ImageError", "ImageInfo", "load_image", "save_png_atomic", "MIN_SIDE", "MAX_PIXELS"]
+__all__ = ["ImageError", "ImageInfo", "encode_png", "load_image", "save_png_atomic", "MIN_SIDE", "MAX_PIXELS"]
 
 MIN_SIDE = 64  # px: smaller images cannot hold a face the networks can read
 MAX_PIXELS = 200_000_000  # refuse decoding beyond this (a 12000 x 9000 photo is 108 MP)
@@ -138,15 +138,40 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageInfo]:
     return rgb, info
 
 
-def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 3) -> Path:
-    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16 grey) as PNG via a temporary file
-    (``compress_level``: zlib's 0-9; 1 is three times faster than 6 for a 20 % larger file)."""
-    from PIL import Image
+def encode_png(array: np.ndarray, compress_level: int = 3) -> bytes:
+    """PNG bytes of (H, W), (H, W, 3) or (H, W, 4) uint8 or uint16, non-interlaced, every row
+    with PNG's "Up" filter (the difference to the row above) and one zlib stream at
+    ``compress_level``. For the smooth images written here (textures, normal maps) it packs as
+    small as PIL's adaptive filters at the same level, in about two thirds of the time; zlib
+    runs without the GIL, so several images encode in parallel threads."""
+    import struct
+    import zlib
 
-    out = Path(path)
     a = np.asarray(array)
-    if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3):
-        raise ValueError(f"expected uint8/uint16 (H, W[, C]) array, got {a.dtype} {a.shape}")
-    with atomic_file(out) as tmp:
-        Image.fromarray(a).save(tmp, format="PNG", compress_level=compress_level)
-    return out
+    if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"expected uint8/uint16 (H, W[, 3|4]) array, got {a.dtype} {a.shape}")
+    h, w = a.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"cannot write an empty image ({w}x{h})")
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    rows = np.ascontiguousarray(a, dtype=">u2" if a.dtype == np.uint16 else np.uint8).view(np.uint8).reshape(h, -1)
+    lines = np.empty((h, rows.shape[1] + 1), dtype=np.uint8)
+    lines[0, 0] = 0  # the first row as it is
+    lines[1:, 0] = 2  # the others: Up
+    lines[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=lines[1:, 1:])  # modulo 256, as PNG's filter arithmetic
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    colour_type = {1: 0, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", w, h, 16 if a.dtype == np.uint16 else 8, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(lines.tobytes(), compress_level)) + chunk(b"IEND", b""))
+
+
+def save_png_atomic(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 3) -> Path:
+    """Write (H, W), (H, W, 3) or (H, W, 4) uint8 (or uint16) as PNG (:func:`encode_png`) via a
+    temporary file (``compress_level``: zlib's 0-9; 1 is three times faster than 6 for a 20 %
+    larger file)."""
+    return write_bytes_atomic(path, encode_png(array, compress_level))

@@ -53,6 +53,8 @@ class OnnxEnsemble:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(int(threads), 0)
         opts.inter_op_num_threads = 1
+        # no busy-waiting after a run: the next stages (numpy, OpenCV) need the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

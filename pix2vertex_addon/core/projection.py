@@ -270,15 +270,25 @@ def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, c
     # visibility from the camera: depth test against a render of the mesh in the crop
     vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
     visibility_res = vis_depth.shape[0]
-    crop_xy = camera.project_crop(pts)
-    vis_xy = crop_xy * (visibility_res / camera.resolution)
-    cz = camera.to_camera(pts)[:, 2]
-    ci = np.clip(vis_xy.astype(np.int64), 0, visibility_res - 1)
-    in_crop = (vis_xy >= 0).all(1) & (vis_xy < visibility_res).all(1)
-    seen = in_crop & (cz <= vis_depth[ci[:, 1], ci[:, 0]] + depth_tolerance_mm)
-    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
-    h, w = image_size
-    seen &= (img_xy[:, 0] >= 0) & (img_xy[:, 0] < w) & (img_xy[:, 1] >= 0) & (img_xy[:, 1] < h)
+    # camera.project_crop, column by column (the same arithmetic, without (N, 2) temporaries)
+    cz = pts[:, 2] + camera.z_ref
+    z = np.maximum(cz, 1e-6)
+    c = camera.resolution / 2.0
+    crop_xy = np.empty((len(pts), 2))
+    img_xy = np.empty((len(pts), 2))
+    seen = cz <= np.inf  # NaN points are never seen
+    ci = []
+    for k, (lim, origin) in enumerate(zip(image_size[::-1], camera.box[:2])):
+        col = np.multiply(pts[:, k], camera.focal, out=crop_xy[:, k])
+        col /= z
+        col += c
+        vis = col * (visibility_res / camera.resolution)
+        seen &= (vis >= 0) & (vis < visibility_res)
+        ci.append(np.clip(vis.astype(np.int64), 0, visibility_res - 1))
+        im = np.multiply(col, camera.image_scale, out=img_xy[:, k])
+        im += origin
+        seen &= (im >= 0) & (im < lim)
+    seen &= cz <= vis_depth[ci[1], ci[0]] + depth_tolerance_mm
     return TexelView(flat_inside, pts, crop_xy, img_xy, seen, tri_vert, size)
 
 

@@ -33,7 +33,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +198,15 @@ def prepare_layouts(template: Any, detail: DetailResult | None = None, detail_le
         bake_vertex_field(zeros, detail.faces, uv, size=size)
 
 
-def _timed(fn: Callable, *args: Any) -> tuple[Any, float]:
+def _write_normal_map(path: Path, rec: FaceReconstruction, faces: np.ndarray, uvs: np.ndarray,
+                      size: int) -> float:
+    """Bake the detail's normal map (:func:`face_normal_map`) and write it; returns the bake's
+    seconds (the PNG's not included)."""
     t = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t
+    normal = face_normal_map(rec, faces, uvs, size)
+    took = time.perf_counter() - t
+    save_png_atomic(path, normal, FAST_PNG)
+    return took
 
 
 def write_result(
@@ -230,24 +235,22 @@ def write_result(
         tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
     else:
         v, tris = rec.vertices, template.triangles()
-    # the images first (the PNG encoders run in threads while the OBJ text is formatted)
     ts = time.perf_counter()
     dcrop = crop_depth(rec.camera, v, tris)
     seconds["depth"] = time.perf_counter() - ts
-    # the normal map in a second thread beside the texture clean-up (both mostly numpy and
-    # OpenCV, which run without the GIL)
-    with ThreadPoolExecutor(1) as beside:
+    with AtomicFolder(out_dir, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
+        # beside the texture clean-up: the normal map and its PNG, the maps' PNG (numpy, OpenCV
+        # and zlib run without the GIL); then the textures' PNGs beside the OBJ text
+        normal_job = pool.submit(_write_normal_map, tmp / "normal.png", rec, faces, uvs, texture_size)
+        pngs: list[Future] = [normal_job,
+                              pool.submit(lambda: save_png_atomic(tmp / "maps.png", maps_png(rec), FAST_PNG))]
         ts = time.perf_counter()
-        normal_job = beside.submit(_timed, face_normal_map, rec, faces, uvs, texture_size)
         tex = clean_texture(photo, rec.camera, rec.vertices, template.vertices_cm * 10.0, faces, uvs,
                             mask=rec.maps["mask"], size=texture_size, depth_crop=dcrop)
         seconds["texture"] = time.perf_counter() - ts
-        normal, seconds["normal_map"] = normal_job.result()
-    with AtomicFolder(out_dir, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
         tw = time.perf_counter()
-        pngs = [pool.submit(save_png_atomic, tmp / name, img, FAST_PNG)
-                for name, img in (("texture.png", tex.texture), ("texture_raw.png", tex.raw),
-                                  ("normal.png", normal), ("maps.png", maps_png(rec)))]
+        pngs += [pool.submit(save_png_atomic, tmp / name, img, FAST_PNG)
+                 for name, img in (("texture.png", tex.texture), ("texture_raw.png", tex.raw))]
         header = f"pix2vertex {versions()['pix2vertex']}: registered ICT-FaceKit face region (MIT), metres"
         write_obj(tmp, rec.vertices_model * MODEL_TO_OBJ_M, faces, uvs, stem="face_base", header=header,
                   normal_map="normal.png")
@@ -275,8 +278,7 @@ def write_result(
             "texture_filled_fraction": tex.filled_fraction,
             "seconds": {**{k: round(s, 4) for k, s in rec.seconds.items()},
                         **{(k if k.startswith("write_") else f"write_{k}"): round(s, 4)
-                           for k, s in seconds.items()},
-                        "write_total": round(time.perf_counter() - t0, 4)},
+                           for k, s in seconds.items()}},
             "versions": versions(),
             "warnings": rec.warnings,
             "units": {"obj": "metres, +y up, +z towards the viewer, head pose removed",
@@ -285,6 +287,7 @@ def write_result(
         }
         for f in pngs:
             f.result()
+        doc["seconds"]["write_normal_map"] = round(normal_job.result(), 4)
         if extra is not None:  # after the PNGs: the head's material embeds texture.png
             ts = time.perf_counter()
             extra(tmp)
@@ -292,5 +295,6 @@ def write_result(
             doc["seconds"]["write_extra"] = round(seconds["extra"], 4)
         seconds["write_files"] = time.perf_counter() - tw
         doc["seconds"]["write_files"] = round(seconds["write_files"], 4)
+        doc["seconds"]["write_total"] = round(time.perf_counter() - t0, 4)
         write_json(tmp / "report.json", doc)
     return Path(out_dir)
