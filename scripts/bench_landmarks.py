@@ -51,9 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PAD = 128
 FIRST_VAL_SEED = 1_000_600_000  # not the landmark map's seeds
-KEYS = ("nme68", "nme_inner", "nme_jaw", "depth_mean", "depth_median", "depth_q90", "vertex_mm",
+KEYS = ("nme68", "nme_inner", "nme_jaw", "nme_jaw_outline", "nme_jaw_visible", "nme_jaw_visible_outline",
+        "truth_jaw_moved", "depth_mean", "depth_median", "depth_q90", "vertex_mm",
         "outline_signed", "outline_abs")
 LABELS = {"nme68": "NME68 (% IOD)", "nme_inner": "NME inner 51 (%)", "nme_jaw": "NME jaw 17 (%)",
+          "nme_jaw_outline": "... jaw 17 without the mask rule (the fitted outline alone)",
+          "nme_jaw_visible": "NME jaw 17 against the visible truth (%)",
+          "nme_jaw_visible_outline": "... without the mask rule",
+          "truth_jaw_moved": "visible truth: true jaw points moved by (% IOD)",
           "depth_mean": "depth error mean (% range)", "depth_median": "depth error median (% range)",
           "depth_q90": "depth error 90 %-largest (% range)", "vertex_mm": "vertex error after similarity (mm)",
           "outline_signed": "jaw line, signed (% IOD, + past the true one)",
@@ -106,7 +111,7 @@ def samples(a):
         model = load_synth_face_model()
         for i in range(a.n):
             seed = FIRST_VAL_SEED + a.offset + i
-            yield f"val{seed}", generate_sample(seed, 256, model, occluders=False)
+            yield f"val{seed}", generate_sample(seed, 256, model, occluders=a.occluders)
     else:
         from pix2vertex_addon.training.synth.sampling import split_of_seed
 
@@ -179,13 +184,22 @@ def _nanmean(v) -> float:
 def evaluate(rec, s, gt68, template, face) -> dict:
     from eval_reconstruction import image_errors
 
-    from pix2vertex_addon.core.landmarks import photo_landmarks_68
+    from pix2vertex_addon.core.landmarks import photo_landmarks_68, visible_jaw
     from pix2vertex_addon.core.projection import crop_depth, depth_map
     from pix2vertex_addon.training.metrics import depth_errors
 
     r = s["image"].shape[0]
-    lm = photo_landmarks_68(rec.camera, rec.vertices, template)
+    lm = photo_landmarks_68(rec.camera, rec.vertices, template, mask=rec.maps["mask"])  # as landmarks.json
     n68, ni, nj = nme(lm, gt68)
+    # the jaw without the mask rule (the fitted outline alone), and both against the visible
+    # truth: the true jaw points moved onto the true mask by the same rule (hair, ears)
+    lm_outline = photo_landmarks_68(rec.camera, rec.vertices, template)
+    vis68 = gt68.copy()
+    vis68[:17] = visible_jaw(gt68[:17] - PAD, gt68[17:].mean(axis=0) - PAD, s["mask"].astype(np.float32), r) + PAD
+    jaw_rows = {"nme_jaw_outline": nme(lm_outline, gt68)[2], "nme_jaw_visible": nme(lm, vis68)[2],
+                "nme_jaw_visible_outline": nme(lm_outline, vis68)[2],
+                "truth_jaw_moved": float(np.linalg.norm(vis68[:17] - gt68[:17], axis=1).mean()
+                                         / np.linalg.norm(gt68[36] - gt68[45]) * 100)}
     tris = template.triangles()
     d = depth_map(rec.camera, crop_depth(rec.camera, rec.vertices, tris), (r + 2 * PAD, r + 2 * PAD))
     pred_z = d[PAD:PAD + r, PAD:PAD + r]
@@ -194,7 +208,7 @@ def evaluate(rec, s, gt68, template, face) -> dict:
     de = depth_errors(np.nan_to_num(pred_z), true_z, m)
     ve = image_errors(rec.vertices, s)["shape_mean"]
     outl = jaw_outlines(rec, face, lm, gt68)
-    return dict(nme68=n68, nme_inner=ni, nme_jaw=nj, depth_mean=float(de.mean()), depth_median=float(np.median(de)),
+    return dict(nme68=n68, nme_inner=ni, nme_jaw=nj, **jaw_rows, depth_mean=float(de.mean()), depth_median=float(np.median(de)),
                 depth_q90=float(np.quantile(de, 0.9)), vertex_mm=float(ve),
                 coverage=float(m.sum() / max(1, s["mask"].sum())),
                 outline_signed=_nanmean(outl["fitted"]), outline_abs=_nanmean(np.abs(outl["fitted"])),
@@ -324,6 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="folder of the Cycles renders (.npz)")
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--offset", type=int, default=0, help="first validation seed offset")
+    ap.add_argument("--occluders", action="store_true",
+                    help="--set val: with the generator's hair and occluders (out of the true mask)")
     ap.add_argument("--modes", default="dense,guided", help="columns: dense, guided, depth (comma-separated)")
     ap.add_argument("--params", help="JSON overrides of LANDMARK_PARAMS, or a list of them (validation sets only)")
     ap.add_argument("--cache", help="folder for each image's detection and network maps")

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 __all__ = ["FACE_OVAL", "MAP_PATH", "N_MP", "LandmarkMap", "affine_pairs", "fitted_landmarks_68", "crop_points", "landmark_matrix", "landmark_term",
            "lift_to_maps", "load_landmark_map", "outline_depth", "outline_scan",
-           "photo_landmarks_68"]
+           "photo_landmarks_68", "visible_jaw"]
 
 N_MP = 478
 # MediaPipe's face oval (``FACEMESH_FACE_OVAL``), in order around the face from the forehead's top
@@ -163,6 +163,8 @@ JAW_SCAN_HIDDEN = 4.0  # ... up to this t when g is hidden (behind the rendered 
 JAW_HIDDEN_MM = 3.0  # g is hidden when it lies this much behind the rendered depth at its pixel
 JAW_SCAN_PX = 0.5  # scan step, render pixels
 JAW_BEHIND_MM = 40.0  # a depth step this large along a scan leaves the face (onto the neck)
+JAW_MASK_EDGE = 0.5  # with the networks' mask: a jaw point where it is below this (hair, an ear)
+# moves inwards to where it reaches it (the visible outline), not nearer the centre than JAW_SCAN[0]
 
 
 
@@ -212,7 +214,8 @@ def outline_scan(depth: np.ndarray, covered: np.ndarray, c: np.ndarray, g: np.nd
 
 
 def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_68: np.ndarray, focal: float,
-                        z_ref: float, resolution: int, contour: bool = True) -> np.ndarray:
+                        z_ref: float, resolution: int, contour: bool = True,
+                        mask: np.ndarray | None = None) -> np.ndarray:
     """(68, 2) crop pixels of the iBUG-68 points of a mesh (label frame, mm) in the crop camera:
     the template's landmark vertices projected, except (``contour``) the 17 jaw points, which lie
     on the mesh's visible outline, as iBUG annotates them. The mesh is rendered (depth, twice the
@@ -240,12 +243,46 @@ def fitted_landmarks_68(vertices: np.ndarray, triangles: np.ndarray, landmarks_6
         t = outline_scan(depth, covered, c, g, (JAW_SCAN[0], JAW_SCAN_HIDDEN if hidden else JAW_SCAN[1]))
         if t is not None:
             out[j] = (c + t * (g - c)) / up
+    if mask is not None:
+        out[:17] = visible_jaw(out[:17], out[17:].mean(axis=0), mask, resolution)
     return out
 
 
-def photo_landmarks_68(camera, vertices: np.ndarray, template, contour: bool = True) -> np.ndarray:
+def visible_jaw(points: np.ndarray, centre: np.ndarray, mask: np.ndarray, resolution: int,
+                edge: float = JAW_MASK_EDGE) -> np.ndarray:
+    """Jaw points (J, 2) in crop pixels moved onto the visible face: where the networks' face
+    mask (R, R probabilities over the crop) is below ``edge`` at a point (hair over the temple,
+    an ear, a hand), the point moves along its line towards ``centre`` to the first sample where
+    the mask reaches ``edge``, at most to ``JAW_SCAN[0]`` of the distance (else it stays)."""
+    m = np.asarray(mask, dtype=np.float32)
+    scale = m.shape[0] / float(resolution)
+
+    def at(q: np.ndarray) -> np.ndarray:
+        x = np.clip(q[:, 0] * scale - 0.5, 0, m.shape[1] - 1)
+        y = np.clip(q[:, 1] * scale - 0.5, 0, m.shape[0] - 1)
+        x0 = np.minimum(x.astype(np.int64), m.shape[1] - 2)
+        y0 = np.minimum(y.astype(np.int64), m.shape[0] - 2)
+        fx, fy = x - x0, y - y0
+        return ((m[y0, x0] * (1 - fx) + m[y0, x0 + 1] * fx) * (1 - fy)
+                + (m[y0 + 1, x0] * (1 - fx) + m[y0 + 1, x0 + 1] * fx) * fy)
+
+    out = np.array(points, dtype=np.float64)
+    c = np.asarray(centre, dtype=np.float64)
+    for j in np.flatnonzero(at(out) < edge):
+        d = out[j] - c
+        n = int(np.ceil(np.linalg.norm(d) * (1.0 - JAW_SCAN[0]) / JAW_SCAN_PX)) + 1
+        line = c + np.linspace(1.0, JAW_SCAN[0], n)[:, None] * d
+        ok = np.flatnonzero(at(line) >= edge)
+        if ok.size:
+            out[j] = line[ok[0]]
+    return out
+
+
+def photo_landmarks_68(camera, vertices: np.ndarray, template, contour: bool = True,
+                       mask: np.ndarray | None = None) -> np.ndarray:
     """(68, 2) photo pixels of a registered template's iBUG-68 points (``camera``: the crop's
-    ``CropCamera``; ``template``: the face model's ``Template``), jaw on the occluding contour."""
+    ``CropCamera``; ``template``: the face model's ``Template``), jaw on the occluding contour
+    (and, given the networks' ``mask``, on the visible face: :func:`visible_jaw`)."""
     crop = fitted_landmarks_68(vertices, template.triangles(), template.landmarks_68, camera.focal, camera.z_ref,
-                               camera.resolution, contour=contour)
+                               camera.resolution, contour=contour, mask=mask)
     return crop * camera.image_scale + np.asarray(camera.box[:2])

@@ -110,11 +110,16 @@ def texel_confidence(
     nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, view.triangles))
     cam = camera.to_camera(view.points)
     # cosine between the normal and the ray to the camera (-cam), in single passes over the texels
-    cos = -np.einsum("ij,ij->i", nrm, cam)
-    cos /= (np.sqrt(np.einsum("ij,ij->i", nrm, nrm)) + 1e-12) * (np.sqrt(np.einsum("ij,ij->i", cam, cam)) + 1e-12)
-    if 2 * np.count_nonzero(cos < 0) > len(cos):  # most normals point inwards: the mesh's winding
+    dot = -np.einsum("ij,ij->i", nrm, cam)
+    inwards = 2 * np.count_nonzero(dot < 0) > len(dot)  # most normals point inwards: the mesh's winding
+    conf = np.zeros(len(dot))
+    seen = np.flatnonzero(view.seen)  # the confidence of the others is 0
+    n_s, c_s = nrm[seen], cam[seen]
+    cos = dot[seen]
+    cos /= (np.sqrt(np.einsum("ij,ij->i", n_s, n_s)) + 1e-12) * (np.sqrt(np.einsum("ij,ij->i", c_s, c_s)) + 1e-12)
+    if inwards:
         cos = -cos
-    conf = _smoothstep(cos, *facing) * view.seen
+    conf[seen] = _smoothstep(cos, *facing)
     if mask is not None:
         m = _close_small_holes(np.asarray(mask, dtype=np.float32))
         erode = max(1, round(0.012 * m.shape[0])) if mask_erode_px is None else mask_erode_px
