@@ -1,13 +1,15 @@
-"""The add-on inside real Blender (the bpy module): enable, Add Template Face, errors, disable."""
+"""The add-on inside real Blender (the bpy module): enable, Add Template Face, errors, disable, the
+layout cache's folder and its preferences line."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ADDON_MODULE, blender_module
+from conftest import ADDON_MODULE, addon_module, blender_module
 
 
 def _p2v_classes(bpy):
@@ -120,3 +122,51 @@ def test_disable_leaves_nothing_behind(blender_addon):
         assert ADDON_MODULE not in bpy.context.preferences.addons
     finally:
         addon_utils.enable(ADDON_MODULE, default_set=True)
+
+
+class _Recorder:
+    """Records what a ``draw`` puts in its layout (background mode draws nothing)."""
+
+    def __init__(self, log):
+        self.log, self.enabled, self.alert = log, True, False
+
+    def row(self, *a, **k):
+        return _Recorder(self.log)
+
+    box = column = row
+
+    def prop(self, data, name, **k):
+        self.log.append(("prop", name))
+
+    def label(self, **k):
+        self.log.append(("label", k.get("text", "")))
+
+    def operator(self, idname, **k):
+        self.log.append(("operator", idname))
+
+
+def test_layout_cache_in_the_extension_user_folder(blender_addon):
+    """Enabled, the add-on keeps its layout tables in its extension user folder; the preferences
+    show their size and Clear removes them; disabled, the disk cache is off."""
+    import bpy
+
+    addon_utils = blender_module("addon_utils")
+    lc = addon_module("core.layout_cache")
+    folder = Path(bpy.utils.extension_path_user(ADDON_MODULE, path="layout-cache"))
+    assert lc.disk_folder() == folder and folder.is_dir()
+    (folder / f"test-cache-{'0' * 32}.npz").write_bytes(b"x" * 2_000_000)
+    files, size = lc.disk_usage()
+    assert files >= 1 and size >= 2_000_000
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    log = []
+    type(prefs).draw(type("P", (), {"layout": _Recorder(log)})(), bpy.context)
+    assert ("label", f"Layout cache: {size / 1e6:.0f} MB in {files} files") in log
+    assert ("operator", "p2v.clear_layout_cache") in log
+    assert bpy.ops.p2v.clear_layout_cache() == {"FINISHED"}
+    assert lc.disk_usage() == (0, 0) and folder.is_dir()
+    addon_utils.disable(ADDON_MODULE, default_set=True)
+    try:
+        assert lc.disk_folder() is None
+    finally:
+        addon_utils.enable(ADDON_MODULE, default_set=True)
+    assert addon_module("core.layout_cache").disk_folder() == folder

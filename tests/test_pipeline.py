@@ -177,18 +177,39 @@ def test_subdivided_corner_uvs(face_model):
     assert subdivide_corner_uvs(t.faces, t.uvs, 2).shape == (4 * valid.sum(), 4, 2)
 
 
-def test_warm_up_leaves_no_layout_work_for_the_first_result(pipeline, sample, tmp_path):
+@pytest.mark.parametrize("from_disk", [False, True], ids=["computed", "from-disk"])
+def test_warm_up_leaves_no_layout_work_for_the_first_result(pipeline, sample, tmp_path, from_disk):
     """After ``Pipeline.warm_up`` the first result (texture, mirror look-up, border ramps, OBJ
     lines, normal map) and Blender's displacement image compute no layout table of their own:
-    no layout cache gains or replaces an entry."""
+    no layout cache gains or replaces an entry. Also when the warm-up loaded the tables from the
+    disk cache (what a later Blender session does), computing none of them."""
+    from pix2vertex_addon.core import layout_cache
+    from pix2vertex_addon.core.layout_cache import all_caches
+    from pix2vertex_addon.core.pipeline import PipelineOptions
+
+    before_folder = layout_cache.disk_folder()
+    layout_cache.set_disk_folder(tmp_path / "cache" if from_disk else None)
+    try:
+        for c in all_caches():
+            c.clear()
+        pipeline.warm_up(PipelineOptions(detail=True), texture_size=256, detail_texture_sizes=(512,))
+        if from_disk:  # a later process: its memory caches empty, the files there
+            for c in all_caches():
+                c.clear()
+            computes = {c.name: c.computes for c in all_caches()}
+            pipeline.warm_up(PipelineOptions(detail=True), texture_size=256, detail_texture_sizes=(512,))
+            assert {c.name: c.computes for c in all_caches()} == computes, "a table was computed, not loaded"
+        _first_result_adds_nothing(pipeline, sample, tmp_path)
+    finally:
+        layout_cache.set_disk_folder(before_folder)
+
+
+def _first_result_adds_nothing(pipeline, sample, tmp_path):
     from pix2vertex_addon.core import projection
     from pix2vertex_addon.core.geometry import subdivide_corner_uvs
     from pix2vertex_addon.core.layout_cache import all_caches
     from pix2vertex_addon.core.pipeline import PipelineOptions
 
-    for c in all_caches():
-        c.clear()
-    pipeline.warm_up(PipelineOptions(detail=True), texture_size=256, detail_texture_sizes=(512,))
     before = {c.name: c.snapshot() for c in all_caches()}
     assert sum(len(v) for v in before.values()) >= 6
     rec = pipeline.reconstruct(sample["image"], PipelineOptions(detail=True))[0]

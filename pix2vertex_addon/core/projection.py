@@ -143,7 +143,18 @@ def uv_raster(tri_uv: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return img.astype(np.int64), bary
 
 
-_RASTERS: LayoutCache[tuple[np.ndarray, np.ndarray]] = LayoutCache("UV rasters", 6)
+# Only the texel weights read the rasters, and those are kept on disk: the rasters (about 100 MB
+# for the default options) stay in memory.
+_RASTERS: LayoutCache[tuple[np.ndarray, np.ndarray]] = LayoutCache("UV rasters", 6, persist=False)
+
+
+def _triangles(poly: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The triangles of (F, 4) polygons as (polygon, corner) pairs, (0 1 2) for all and (0 2 3)
+    for quads: (tri_poly (T,), tri_corner (T, 3), tri_vert (T, 3) mesh vertex ids)."""
+    quad = poly[:, 3] >= 0
+    tri_poly = np.concatenate([np.arange(len(poly)), np.flatnonzero(quad)])
+    tri_corner = np.concatenate([np.tile([0, 1, 2], (len(poly), 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
+    return tri_poly, tri_corner, poly[tri_poly[:, None], tri_corner]
 
 
 def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,10 +162,7 @@ def _uv_raster(poly: np.ndarray, uvs: np.ndarray, size: int) -> tuple[np.ndarray
     the raster is the same for every photo, so it is cached per (UVs, quad pattern, size): a mesh
     and its "one vertex per corner" copy share it."""
     quad = poly[:, 3] >= 0
-    # triangles as (polygon, corner) pairs: (0 1 2) for all, (0 2 3) for quads
-    tri_poly = np.concatenate([np.arange(len(poly)), np.flatnonzero(quad)])
-    tri_corner = np.concatenate([np.tile([0, 1, 2], (len(poly), 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
-    tri_vert = poly[tri_poly[:, None], tri_corner]
+    tri_poly, tri_corner, tri_vert = _triangles(poly)
     tid, bary = _RASTERS.get(array_key(quad, np.asarray(uvs), size),
                              lambda: uv_raster(uvs[tri_poly[:, None], tri_corner].astype(np.float64), size))
     return tri_vert, tid, bary
@@ -263,7 +271,7 @@ def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, c
                depth_crop: np.ndarray | None = None) -> TexelView:
     """:class:`TexelView` of a mesh with the layout ``polygons``/``corner_uvs`` (see
     :func:`bake_texture` for the parameters)."""
-    tri_vert, _, _ = _uv_raster(np.asarray(polygons, dtype=np.int64), np.asarray(corner_uvs), size)
+    tri_vert = _triangles(np.asarray(polygons, dtype=np.int64))[2]  # the triangles, not the raster
     flat_inside, weights, _, _ = texel_weights(polygons, corner_uvs, size)
     v = np.asarray(vertices, dtype=np.float64)
     pts = weights @ v[: weights.shape[1]]

@@ -182,7 +182,7 @@ def prepare_layouts(template: Any, detail: DetailResult | None = None, detail_le
     texture's texel weights, mirror look-up and border ramps, the OBJ's layout lines and, given
     a ``detail`` result of the same template, its normal map's and (each of
     ``detail_texture_sizes``) displacement image's tables. The same calls as a real result, on
-    zeros."""
+    zeros. With the caches' disk folder set, tables an earlier process wrote are loaded."""
     faces, uvs = np.asarray(template.faces), np.asarray(template.uvs)
     rest = template.vertices_cm * 10.0
     texel_weights(faces, uvs, texture_size)
