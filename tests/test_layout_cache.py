@@ -475,3 +475,54 @@ def test_prepare_layouts_in_a_later_process_computes_nothing(tmp_path):
     size = sum(p.stat().st_size for p in folder.glob("*.npz"))
     print(f"\nprepare_layouts (texture 256, detail 512): computed {first['seconds']:.2f} s, "
           f"from disk {second['seconds']:.2f} s, folder {size / 1e6:.1f} MB")
+
+
+def test_threads_asking_for_the_same_value_compute_it_once(disk):
+    """The warm-up thread and a job's threads share the work: a thread asking for a value that
+    another is computing waits for it and gets the same object; a failed computation lets a
+    waiting thread compute it itself."""
+    import threading
+    import time
+
+    registered = list(layout_cache._ALL)
+    try:
+        cache: LayoutCache = LayoutCache("test threads", persist=False)
+        started, calls = threading.Event(), []
+
+        def slow():
+            calls.append(threading.current_thread().name)
+            started.set()
+            time.sleep(0.3)
+            return np.arange(5)
+
+        got: list = []
+        first = threading.Thread(target=lambda: got.append(cache.get(("k",), slow)), name="first")
+        first.start()
+        started.wait(5)
+        second = cache.get(("k",), slow)  # while the first thread computes
+        first.join(5)
+        assert calls == ["first"] and got[0] is second
+
+        started.clear()
+
+        def fails():
+            started.set()
+            time.sleep(0.2)
+            raise RuntimeError("no")
+
+        errors: list = []
+
+        def run_failing():
+            try:
+                cache.get(("f",), fails)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=run_failing)
+        t.start()
+        started.wait(5)
+        assert cache.get(("f",), lambda: np.ones(2)).tolist() == [1.0, 1.0]
+        t.join(5)
+        assert len(errors) == 1
+    finally:
+        layout_cache._ALL[:] = registered

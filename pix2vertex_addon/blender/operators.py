@@ -149,7 +149,9 @@ def start_reconstruct(context, run_in_thread: bool) -> tuple[jobs.Job, dict]:
 
     def work(progress, cancel):
         progress(0.0, "Loading the networks")
-        jobs.wait_for_warm_up()
+        # a warm-up in progress goes on beside the job: the pipeline is built once (whichever
+        # thread asks first), and a layout table the warm-up is making is waited for, not made
+        # twice (core/layout_cache.py), so its remaining tables come on the second core
         pipe = jobs.get_pipeline(model_path, threads)
         with output_session(out_root, [folder_name]):
             res = reconstruct_photo(pipe, src, out_root, folder_name, opts, resume=False, replace_own=True,

@@ -374,26 +374,53 @@ class LayoutCache(Generic[T]):
         self.loads = 0
         self.computes = 0
         self._values: dict[tuple, T] = {}
+        self._busy: dict[tuple, threading.Event] = {}  # keys being loaded or computed
+        self._lock = threading.Lock()
         _ALL.append(self)
 
     def get(self, key: tuple, compute: Callable[[], T]) -> T:
+        """The value of ``key``: from memory, else from the disk folder, else ``compute()``d
+        (and written there). Thread-safe: a thread asking for a value another thread is loading
+        or computing waits for it instead of doing the same work beside it (the warm-up and the
+        first Reconstruct share the work this way)."""
         hit = self._values.get(key)
-        if hit is None:
+        if hit is not None:
+            return hit
+        with self._lock:
+            hit = self._values.get(key)
+            if hit is not None:
+                return hit
+            busy = self._busy.get(key)
+            mine = busy is None
+            if busy is None:
+                busy = self._busy[key] = threading.Event()
+        if not mine:
+            busy.wait()
+            hit = self._values.get(key)
+            # None: the other thread failed (or the table was emptied since): try again
+            return hit if hit is not None else self.get(key, compute)
+        store = None
+        try:
             path, digest = self._file(key)
             if path is not None:
                 hit = self._load(path, digest)
             if hit is None:
                 hit = compute()
                 self.computes += 1
-                _freeze(hit)
-                if path is not None:
-                    self._store(path, digest, hit)
+                store = path
             else:
                 self.loads += 1
-                _freeze(hit)
-            if len(self._values) >= self.limit:
-                self._values.clear()
-            self._values[key] = hit
+            _freeze(hit)
+            with self._lock:
+                if len(self._values) >= self.limit:
+                    self._values.clear()
+                self._values[key] = hit
+        finally:
+            with self._lock:
+                del self._busy[key]
+            busy.set()
+        if store is not None:  # after the waiting threads have the value
+            self._store(store, digest, hit)
         return hit
 
     def snapshot(self) -> dict[tuple, T]:
