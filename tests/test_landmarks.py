@@ -324,6 +324,26 @@ def test_jaw_points_lie_on_the_outline_of_a_turned_face():
     assert np.median(to_border(fixed[:17][moved])) > 4.0
 
 
+def test_jaw_points_move_onto_the_visible_face():
+    """visible_jaw: a point where the mask is low moves along its line towards the centre to the
+    mask's edge; points on the mask stay; with no edge within reach (0.6 of the distance) a
+    point stays; the mask's resolution may differ from the crop's."""
+    from pix2vertex_addon.core.landmarks import visible_jaw
+
+    res = 128
+    yy, xx = np.mgrid[0:256, 0:256]
+    mask = ((xx + 0.5 - 128) ** 2 + (yy + 0.5 - 128) ** 2 < 80.0**2).astype(np.float32)  # radius 40 crop px
+    centre = np.array([64.0, 64.0])
+    points = np.array([[64.0 + 50.0, 64.0], [64.0, 64.0 - 45.0], [64.0 + 30.0, 64.0], [64.0 - 120.0, 64.0]])
+    out = visible_jaw(points, centre, mask, res)
+    r = np.linalg.norm(out - centre, axis=1)
+    assert abs(r[0] - 40.0) < 0.6 and abs(r[1] - 40.0) < 0.6  # onto the edge, along their lines
+    np.testing.assert_allclose(out[0, 1], 64.0)
+    np.testing.assert_allclose(out[1, 0], 64.0)
+    np.testing.assert_array_equal(out[2], points[2])  # on the face already
+    np.testing.assert_array_equal(out[3], points[3])  # the edge (r 40) is nearer than 0.6 x 120
+
+
 def test_affine_uses_landmark_pairs():
     from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
     from pix2vertex_addon.core.face_model import load_face_model

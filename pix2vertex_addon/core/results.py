@@ -262,7 +262,7 @@ def write_result(
                       normal_map="normal.png")
         seconds["write_obj"] = time.perf_counter() - tw
         np.save(tmp / "depth.npy", depth_map(rec.camera, dcrop, (photo.shape[0], photo.shape[1])))
-        lm = photo_landmarks_68(rec.camera, rec.vertices, template)
+        lm = photo_landmarks_68(rec.camera, rec.vertices, template, mask=rec.maps["mask"])
         write_json(tmp / "landmarks.json", landmarks_doc(lm, rec.face.landmarks_478))
 
         x0, y0, side = rec.face.crop
