@@ -38,10 +38,15 @@ class CropCamera:
 
     def project_crop(self, xyz: np.ndarray) -> np.ndarray:
         """(N, 3) label frame (mm) -> (N, 2) continuous crop pixels (x right, y down)."""
-        p = self.to_camera(xyz)
+        p = np.asarray(xyz, dtype=np.float64)
         c = self.resolution / 2.0
-        z = np.maximum(p[:, 2], 1e-6)
-        return np.stack([self.focal * p[:, 0] / z + c, self.focal * p[:, 1] / z + c], axis=1)
+        z = np.maximum(p[:, 2] + self.z_ref, 1e-6)
+        out = np.empty((len(p), 2))
+        for k in (0, 1):  # column by column, without (N, 3) or (N, 2) temporaries
+            col = np.multiply(p[:, k], self.focal, out=out[:, k])
+            col /= z
+            col += c
+        return out
 
     @property
     def image_scale(self) -> float:

@@ -278,24 +278,15 @@ def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, c
     # visibility from the camera: depth test against a render of the mesh in the crop
     vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
     visibility_res = vis_depth.shape[0]
-    # camera.project_crop, column by column (the same arithmetic, without (N, 2) temporaries)
+    crop_xy = camera.project_crop(pts)
+    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
     cz = pts[:, 2] + camera.z_ref
-    z = np.maximum(cz, 1e-6)
-    c = camera.resolution / 2.0
-    crop_xy = np.empty((len(pts), 2))
-    img_xy = np.empty((len(pts), 2))
     seen = cz <= np.inf  # NaN points are never seen
     ci = []
-    for k, (lim, origin) in enumerate(zip(image_size[::-1], camera.box[:2])):
-        col = np.multiply(pts[:, k], camera.focal, out=crop_xy[:, k])
-        col /= z
-        col += c
-        vis = col * (visibility_res / camera.resolution)
-        seen &= (vis >= 0) & (vis < visibility_res)
+    for k, lim in enumerate(image_size[::-1]):  # per column: (N, 2).all(1) is slow
+        vis = crop_xy[:, k] * (visibility_res / camera.resolution)
+        seen &= (vis >= 0) & (vis < visibility_res) & (img_xy[:, k] >= 0) & (img_xy[:, k] < lim)
         ci.append(np.clip(vis.astype(np.int64), 0, visibility_res - 1))
-        im = np.multiply(col, camera.image_scale, out=img_xy[:, k])
-        im += origin
-        seen &= (im >= 0) & (im < lim)
     seen &= cz <= vis_depth[ci[1], ci[0]] + depth_tolerance_mm
     return TexelView(flat_inside, pts, crop_xy, img_xy, seen, tri_vert, size)
 
