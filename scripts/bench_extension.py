@@ -41,6 +41,18 @@ profile = sys.argv[5] if len(sys.argv) > 5 else ""
 res = {"has_torch": importlib.util.find_spec("torch") is not None,
        "has_scipy": importlib.util.find_spec("scipy") is not None}
 mod = "bl_ext.user_default.pix2vertex"
+# count what the import system compiles from source (no .pyc to read), and its CPU time
+import importlib.machinery as _mach
+_compiled = {"n": 0, "s": 0.0}
+_to_code = _mach.SourceFileLoader.source_to_code
+def _counted(self, data, path, *args, **kwargs):
+    t = time.process_time()
+    try:
+        return _to_code(self, data, path, *args, **kwargs)
+    finally:
+        _compiled["n"] += 1
+        _compiled["s"] += time.process_time() - t
+_mach.SourceFileLoader.source_to_code = _counted
 if again:  # a later Blender session: the extension installed and enabled in the saved preferences
     res["enabled_at_start"] = mod in bpy.context.preferences.addons
     if not res["enabled_at_start"]:
@@ -49,6 +61,8 @@ else:
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
     bpy.ops.wm.save_userpref()  # as Blender does on quit: the next session starts with it enabled
 res["enabled"] = mod in bpy.context.preferences.addons
+site = Path(bpy.utils.user_resource("EXTENSIONS")) / ".local" / "lib" / "python3.11" / "site-packages"
+res["pyc_after_enable"] = sum(1 for _ in site.rglob("*.pyc"))  # the zip's pack, installed by register()
 deps = sys.modules[mod + ".pix2vertex_addon.blender.deps"]
 res["status"] = [[t, ok] for t, ok, _ in deps.status_lines(bpy.context)]
 res["blocking"] = deps.blocking_reason(bpy.context)
@@ -68,6 +82,8 @@ for i, build in enumerate(("HEAD", "HEAD", "FACE")):  # cold start, repeat, repe
     t = time.perf_counter()
     res["reconstruct"] = sorted(bpy.ops.p2v.reconstruct())
     times.append(time.perf_counter() - t)
+    if i == 0:
+        res["compiled_first"] = dict(_compiled)
     if profile:
         prof.disable()
         prof.dump_stats(f"{profile}-{'again' if again else 'install'}-{i}.prof")
@@ -154,6 +170,9 @@ def main(argv: list[str]) -> int:
     rows = ("first after enabling (cold start)", "repeat", "repeat, Build: Face only")
     for k, label in enumerate(rows):
         print(f"| {label} | {res['times'][k]:.2f} | {res2['times'][k]:.2f} |")
+    c1, c2 = res["compiled_first"], res2["compiled_first"]
+    print(f"| modules compiled from source up to the end of the first Reconstruct (CPU s) "
+          f"| {c1['n']} ({c1['s']:.2f}) | {c2['n']} ({c2['s']:.2f}) |")
     print("\nStages of the next session's full-head repeat (the pipeline's report.json):\n")
     print("| stage | seconds |\n|---|---|")
     for k, v in report.get("seconds", {}).items():

@@ -9,9 +9,13 @@
    already there with the right hash are not downloaded again); ``--wheels DIR`` takes them from
    ``DIR/<platform>/`` instead (another checkout's ``wheels/``: hash-checked, nothing downloaded
    or deleted there);
-3. stages the add-on with a manifest that lists the wheels and the platforms, and runs Blender's
-   ``blender_ext.py build --split-platforms`` on it: ``dist/pix2vertex-<version>-<platform>.zip``;
-4. checks each zip: only what runs in Blender, never the training code (``pix2vertex_addon/training``:
+3. lists the bundled packages' modules a reconstruction imports (a run of ``scripts/reconstruct.py``
+   on the default photo in a subprocess, torch hidden, as in Blender) and compiles those of each
+   platform's wheels to checked-hash ``.pyc`` (the pack ``pix2vertex_addon/wheel_bytecode/``,
+   which ``register()`` installs beside the sources: ``blender/bytecode.py``);
+4. stages the add-on per platform with a manifest that lists its wheels and the platform, and runs
+   Blender's ``blender_ext.py build --split-platforms`` on it: ``dist/pix2vertex-<version>-<platform>.zip``;
+5. checks each zip: only what runs in Blender, never the training code (``pix2vertex_addon/training``:
    synthetic data, losses, training, evaluation), tests, scripts or docs.
 
 ``--lock`` resolves the pins (``EXTENSION_PACKAGES``) again and rewrites the lock files with the
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import hashlib
 import importlib.util
 import json
+import os
 import py_compile
 import re
 import shutil
@@ -75,6 +81,29 @@ PLATFORMS = {
 
 
 BLENDER_PYTHON = (3, 11)  # Blender 5.0's Python: the bytecode the zip carries is for it
+WHEEL_BYTECODE = Path("pix2vertex_addon") / "wheel_bytecode"  # the pack, in the staged add-on
+
+# Run in a subprocess of this Python: one reconstruction of the default photo without torch (the
+# networks through onnxruntime, as in Blender); prints the imported modules' files in site-packages.
+_IMPORTS_PROBE = r"""
+import json, runpy, sys, sysconfig
+sys.modules["torch"] = None
+script, out = sys.argv[1], sys.argv[2]
+sys.argv = [script, "--output", out]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+files = set()
+for mod in list(sys.modules.values()):
+    f = getattr(mod, "__file__", None) or ""
+    for root in roots:
+        if f.endswith(".py") and f.startswith(root + "/"):
+            files.add(f[len(root) + 1:])
+print("IMPORTED " + json.dumps(sorted(files)))
+"""
 
 
 def log(msg: str) -> None:
@@ -185,8 +214,48 @@ def blender_ext() -> Path:
     return Path(spec.origin).parent / "5.0" / "scripts" / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
 
 
-def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path) -> Path:
-    """A copy of the add-on with the wheels and a manifest listing them and the platforms."""
+def imported_wheel_files() -> set[str]:
+    """Paths (relative to site-packages, ``/``-separated) of the ``.py`` files a reconstruction
+    imports from installed packages, measured by :data:`_IMPORTS_PROBE` (about 10 s)."""
+    with tempfile.TemporaryDirectory(prefix="p2v-probe-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("P2V_")}
+        r = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, str(REPO / "scripts" / "reconstruct.py"), tmp],
+                           capture_output=True, text=True, cwd=tmp, env=env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("IMPORTED ")]
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+        raise SystemExit("[build_extension] the import probe (a reconstruction without torch) failed: " + " | ".join(tail))
+    return set(json.loads(lines[-1][len("IMPORTED "):]))
+
+
+def wheel_bytecode(wheels: list[Path], wanted: set[str]) -> dict[str, bytes]:
+    """Checked-hash ``.pyc`` (this Python's tag) of the modules ``wanted`` that the wheels hold,
+    compiled from the wheels' own sources: {path in site-packages of the .pyc: bytes}."""
+    out: dict[str, bytes] = {}
+    mode = py_compile.PycInvalidationMode.CHECKED_HASH
+    with tempfile.TemporaryDirectory(prefix="p2v-pyc-") as tmp:
+        for whl in wheels:
+            with zipfile.ZipFile(whl) as z:
+                for name in z.namelist():
+                    if name not in wanted:
+                        continue
+                    src = Path(tmp) / name
+                    src.parent.mkdir(parents=True, exist_ok=True)
+                    src.write_bytes(z.read(name))
+                    pyc = importlib.util.cache_from_source(name)
+                    try:
+                        py_compile.compile(str(src), cfile=str(Path(tmp) / "out.pyc"), dfile=name, doraise=True,
+                                           invalidation_mode=mode)
+                    except py_compile.PyCompileError:
+                        continue  # left to Python (it would not import either)
+                    out[pyc] = (Path(tmp) / "out.pyc").read_bytes()
+    return out
+
+
+def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path,
+          bytecode: dict[str, bytes] | None = None) -> Path:
+    """A copy of the add-on with the wheels and a manifest listing them and the platforms;
+    ``bytecode`` (from :func:`wheel_bytecode`) becomes the pack ``pix2vertex_addon/wheel_bytecode/``."""
     src = dest / "pix2vertex"
     ignore = shutil.ignore_patterns(".git", ".venv", "wheels", "dist", "build", "out", "__pycache__",
                                     "tests", "docs", "scripts", "locks", ".*_cache", "*.tmp")
@@ -211,6 +280,15 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path) -> Pa
     # Blender never writes bytecode, so the add-on's own modules ship compiled (checked-hash .pyc:
     # valid whatever the files' times after unzipping, ignored if a source is edited)
     if sys.version_info[:2] == BLENDER_PYTHON:
+        if bytecode:
+            pack = src / WHEEL_BYTECODE
+            for rel, data in sorted(bytecode.items()):
+                (pack / rel).parent.mkdir(parents=True, exist_ok=True)
+                (pack / rel).write_bytes(data)
+            digest = hashlib.sha256()
+            for rel, data in sorted(bytecode.items()):
+                digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+            (pack / "PACK_ID").write_text(digest.hexdigest() + "\n")
         mode = py_compile.PycInvalidationMode.CHECKED_HASH
         compileall.compile_dir(str(src / "pix2vertex_addon"), quiet=1, invalidation_mode=mode)
         compileall.compile_file(str(src / "__init__.py"), quiet=1, invalidation_mode=mode)
@@ -238,23 +316,26 @@ def check_zip(path: Path) -> None:
 def build(platforms: list[str], output_dir: Path, wheels_dir: Path | None = None) -> list[Path]:
     ensure_onnx()
     wheels = {p: fetch_wheels(p, wheels_dir) for p in platforms}
+    wanted = imported_wheel_files() if sys.version_info[:2] == BLENDER_PYTHON else set()
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="p2v-ext-") as tmp:
-        src = stage(platforms, wheels, Path(tmp))
-        cmd = [sys.executable, str(blender_ext()), "build", "--source-dir", str(src),
-               "--output-dir", str(output_dir), "--split-platforms"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"[build_extension] blender_ext build failed:\n{r.stdout}{r.stderr}")
     version = tomllib.loads((REPO / "blender_manifest.toml").read_text())["version"]
     zips = []
-    for plat in platforms:
+    for plat in platforms:  # one staging each: each zip carries its own wheels' bytecode
+        pyc = wheel_bytecode(wheels[plat], wanted)
+        with tempfile.TemporaryDirectory(prefix="p2v-ext-") as tmp:
+            src = stage([plat], {plat: wheels[plat]}, Path(tmp), bytecode=pyc)
+            cmd = [sys.executable, str(blender_ext()), "build", "--source-dir", str(src),
+                   "--output-dir", str(output_dir), "--split-platforms"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"[build_extension] blender_ext build failed:\n{r.stdout}{r.stderr}")
         z = output_dir / f"pix2vertex-{version}-{plat.replace('-', '_')}.zip"
         if not z.is_file():
             raise SystemExit(f"[build_extension] expected {z} from blender_ext build:\n{r.stdout}")
         check_zip(z)
         zips.append(z)
-        log(f"{z.name}: {z.stat().st_size / 2**20:.1f} MiB, {len(wheels[plat])} wheels")
+        log(f"{z.name}: {z.stat().st_size / 2**20:.1f} MiB, {len(wheels[plat])} wheels, "
+            f"bytecode of {len(pyc)} of their modules")
     return zips
 
 

@@ -241,3 +241,38 @@ def test_staged_extension_carries_checked_hash_bytecode(tmp_path):
         flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
         assert flags == 0b11, (py, flags)  # hash-based, checked against the source
     assert '"__pycache__/"' not in (src / "blender_manifest.toml").read_text()
+
+
+def test_wheel_bytecode_is_compiled_from_the_wheels_own_sources(tmp_path):
+    """The pack holds checked-hash .pyc of the wanted modules of each wheel, compiled from the
+    source inside the wheel (so they match what Blender unpacks), laid out as in site-packages;
+    stage() writes it with an id that changes with its content."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_extension
+    finally:
+        sys.path.pop(0)
+    if sys.version_info[:2] != build_extension.BLENDER_PYTHON:
+        pytest.skip("bytecode is built for Blender's Python only")
+    import importlib.util
+
+    whl = tmp_path / "demo-1.0-py3-none-any.whl"
+    src = {"demo/__init__.py": b"X = 1\n", "demo/sub/mod.py": b"Y = 2\n", "demo/unused.py": b"Z = 3\n",
+           "demo/broken.py": b"def (:\n"}
+    with zipfile.ZipFile(whl, "w") as z:
+        for name, data in src.items():
+            z.writestr(name, data)
+    pyc = build_extension.wheel_bytecode([whl], {"demo/__init__.py", "demo/sub/mod.py", "demo/broken.py"})
+    assert sorted(pyc) == sorted(importlib.util.cache_from_source(n) for n in ("demo/__init__.py", "demo/sub/mod.py"))
+    for name in ("demo/__init__.py", "demo/sub/mod.py"):
+        data = pyc[importlib.util.cache_from_source(name)]
+        assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked
+        assert data[8:16] == importlib.util.source_hash(src[name])
+    staged = build_extension.stage(["linux-x64"], {"linux-x64": []}, tmp_path / "a", bytecode=pyc)
+    pack = staged / build_extension.WHEEL_BYTECODE
+    assert (pack / "demo" / "sub" / "__pycache__").is_dir()
+    one = (pack / "PACK_ID").read_text()
+    pyc2 = dict(pyc)
+    pyc2.pop(importlib.util.cache_from_source("demo/sub/mod.py"))
+    other = build_extension.stage(["linux-x64"], {"linux-x64": []}, tmp_path / "b", bytecode=pyc2)
+    assert (other / build_extension.WHEEL_BYTECODE / "PACK_ID").read_text() != one

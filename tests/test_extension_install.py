@@ -46,6 +46,8 @@ def test_linux_zip_installs_offline_without_torch_and_reconstructs(linux_zip, tm
     assert ["Networks: ONNX Runtime", True] in res["status"]
     assert res["add_template"] == ["FINISHED"] and res["reconstruct"] == ["FINISHED"]
     assert "torch" not in res["modules"] and "jax" not in res["modules"]
+    # register() installed the zip's bytecode of the bundled modules before any job ran
+    assert res["pyc_after_enable"] >= 400, res["pyc_after_enable"]
     print(f"({how}) cold start {res['times'][0]:.2f} s, repeat {res['times'][1]:.2f} s")
     assert (tmp_path / "results" / "astronaut" / "face.obj").is_file()
 
