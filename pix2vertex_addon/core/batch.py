@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .blas import shared_cores
 from .detect import DetectorUnavailable, NoFaceError
 from .export import MIN_FREE_BYTES, OutputError, OutputLock, check_output_folder, clean_leftovers
 from .images import ImageError, load_image
@@ -385,28 +386,29 @@ def reconstruct_photo(
     if not isinstance(source, tuple):
         rgb, info = load_image(path)
         meta["image"] = {"format": info.format, "mode": info.mode, "size": info.size, "notes": info.notes}
-    recs = pipeline.reconstruct(rgb, opts, progress=report, cancel=cancel)
-    folders = [target] + [out / f"{name}_face{k + 1}" for k in range(1, len(recs))]
-    for folder in folders[1:]:
-        _check_target(folder, wanted, overwrite, replace_own)
-    if _cancelled(cancel):
-        raise Cancelled("cancelled before writing")
-    report(1.0, "head" if opts.head else "write")
-    # the full heads are fitted in a second thread while the results' textures are made (both
-    # mostly numpy and OpenCV, which run without the GIL); each head's files wait for its fit
-    with ThreadPoolExecutor(1, thread_name_prefix="p2v-head") as beside:
-        head_jobs: list[Future] = []
-        if opts.head:
-            from .head import build_head
+    with shared_cores():  # beside a warm-up, and the head's fit beside the files: half the cores each
+        recs = pipeline.reconstruct(rgb, opts, progress=report, cancel=cancel)
+        folders = [target] + [out / f"{name}_face{k + 1}" for k in range(1, len(recs))]
+        for folder in folders[1:]:
+            _check_target(folder, wanted, overwrite, replace_own)
+        if _cancelled(cancel):
+            raise Cancelled("cancelled before writing")
+        report(1.0, "head" if opts.head else "write")
+        # the full heads are fitted in a second thread while the results' textures are made (both
+        # mostly numpy and OpenCV, which run without the GIL); each head's files wait for its fit
+        with ThreadPoolExecutor(1, thread_name_prefix="p2v-head") as beside:
+            head_jobs: list[Future] = []
+            if opts.head:
+                from .head import build_head
 
-            head_jobs = [beside.submit(build_head, pipeline.model, rec.vertices_model, arkit=opts.arkit)
-                         for rec in recs]
-        for k, (rec, folder) in enumerate(zip(recs, folders)):
-            write_result(folder, rgb, rec, pipeline.model.template, overwrite=True, texture_size=texture_size,
-                         report={**meta, **(extra_report or {}), "face_index": k, "faces": len(recs),
-                                 "identity": wanted},
-                         extra=_head_writer(pipeline.model, head_jobs[k]) if head_jobs else None)
-        heads = [job.result() for job in head_jobs]
+                head_jobs = [beside.submit(build_head, pipeline.model, rec.vertices_model, arkit=opts.arkit)
+                             for rec in recs]
+            for k, (rec, folder) in enumerate(zip(recs, folders)):
+                write_result(folder, rgb, rec, pipeline.model.template, overwrite=True, texture_size=texture_size,
+                             report={**meta, **(extra_report or {}), "face_index": k, "faces": len(recs),
+                                     "identity": wanted},
+                             extra=_head_writer(pipeline.model, head_jobs[k]) if head_jobs else None)
+            heads = [job.result() for job in head_jobs]
     notes = [f"{w} (face {k + 1})" if len(recs) > 1 else w for k, rec in enumerate(recs) for w in rec.warnings]
     return PhotoResult(folders=folders, recs=recs, heads=heads, rgb=rgb, notes=notes)
 

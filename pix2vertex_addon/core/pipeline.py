@@ -161,7 +161,12 @@ class Pipeline:
         UV-layout tables of the texture bake, its mirror look-up, the detail's normal map and the
         detail images of ``detail_texture_sizes`` (Blender's displacement image). Then the first
         photo runs like the next ones. Safe in a worker thread; a second call costs little."""
-        opts = options or PipelineOptions()
+        from .blas import shared_cores
+
+        with shared_cores():  # a Reconstruct may start beside it: half the cores each
+            self._warm_up(options or PipelineOptions(), texture_size, detail_texture_sizes)
+
+    def _warm_up(self, opts: PipelineOptions, texture_size: int, detail_texture_sizes: tuple[int, ...]) -> None:
         self.detector.load()
         # first runs allocate: MediaPipe's graphs and onnxruntime's buffers
         try:
