@@ -31,15 +31,16 @@ def model_mm_to_blender(points_mm: np.ndarray) -> np.ndarray:
     return (np.asarray(points_mm, dtype=np.float64) * MM_TO_M) @ MODEL_TO_BLENDER.T
 
 
-def _float_image(name: str, rgba: np.ndarray) -> bpy.types.Image:
-    """A packed float image from (H, W, 4) top-down pixels (Blender stores bottom-up)."""
+def _float_image(name: str, rgba: np.ndarray, bottom_up: bool = False) -> bpy.types.Image:
+    """A packed float image from (H, W, 4) top-down pixels (Blender stores bottom-up; with
+    ``bottom_up`` they are already in Blender's order, float32 and contiguous: no copy)."""
     h, w = rgba.shape[:2]
     old = bpy.data.images.get(name)
     if old is not None:
         bpy.data.images.remove(old)
     img = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=True, is_data=True)
     img.colorspace_settings.name = "Non-Color"
-    img.pixels.foreach_set(np.ascontiguousarray(rgba[::-1], dtype=np.float32).ravel())
+    img.pixels.foreach_set(np.ascontiguousarray(rgba if bottom_up else rgba[::-1], dtype=np.float32).ravel())
     img.pack()
     return img
 
@@ -157,9 +158,10 @@ def set_detail(obj: bpy.types.Object, rec, template, name: str, enabled: bool, s
     uv = subdivide_corner_uvs(template.faces, template.uvs, rec.detail_levels)
     field = bake_vertex_field(d.displacement, d.faces, uv, size=DETAIL_TEXTURE_SIZE)
     rng = float(max(np.abs(d.displacement).max(), 1e-6))
-    rgba = np.ones(field.shape + (4,), dtype=np.float32)
-    rgba[..., :3] = (0.5 + field / (2.0 * rng))[..., None]  # 0.5 = no displacement
-    img = _float_image(f"p2v Detail {name}", rgba)
+    rgba = np.empty(field.shape + (4,), dtype=np.float32)  # bottom-up, as Blender stores images
+    rgba[..., 3] = 1.0
+    rgba[..., :3] = (np.float32(0.5) + field[::-1] * np.float32(0.5 / rng))[..., None]  # 0.5 = no displacement
+    img = _float_image(f"p2v Detail {name}", rgba, bottom_up=True)
     tex = bpy.data.textures.get(f"p2v Detail {name}") or bpy.data.textures.new(f"p2v Detail {name}", "IMAGE")
     tex.image = img
     tex.extension = "EXTEND"
