@@ -393,3 +393,63 @@ def test_camera_refit_follows_the_landmark_pairs_by_their_share():
     dist = [abs(f - f1) / f1 + abs(z - z1) / z1 for f, z in fits]
     assert dist[0] > dist[1] > dist[2] and dist[2] < 0.02
     assert abs(fits[0][0] - f0) / f0 < 0.1  # a small share moves it little
+
+
+def test_landmarks_off_in_the_last_levels():
+    """``landmark_last_levels``: the landmark term is out of the quadratic exactly in the last
+    stiffness levels; with every level off the fit is the dense-only one, and with the factor
+    1 the option changes nothing."""
+    from dataclasses import replace
+
+    from pix2vertex_addon.core.correspondence import canonical_coordinates, corr_to_mm_scale
+    from pix2vertex_addon.core.face_model import load_face_model
+
+    model = load_face_model()
+    s = exact_maps(model, seed=1_000_900_051, resolution=64)
+    target = build_target_mesh(s["xyz"], s["mask"], s["corr"])
+    truth = s["vertices_cam"].astype(np.float64)
+    init = truth + np.array([3.0, -2.0, 4.0])
+    term = _term(truth, seed=7, noise_px=3.0)
+    canon = canonical_coordinates(model)
+    # a short schedule: 4 levels (1e8 ... 1.25e7 >= 1e7), at most 2 outer iterations each
+    base = RegistrationParams(a_memb_stop=1e7, max_outer_per_level=2, w_landmark=1.0)
+
+    def fit(params, t=term):
+        return register(init, model.template.faces, canon, target, params=params, landmarks=t,
+                        corr_scale_mm=corr_to_mm_scale(model), return_records=True)
+
+    guided = fit(base)
+    late = fit(replace(base, landmark_last_levels=2))
+    levels = sorted({r["a_memb"] for r in late.records}, reverse=True)
+    assert len(levels) == 4
+    for r in late.records:  # on in the first two levels, off in the last two
+        assert r["landmarks"] == (r["a_memb"] >= levels[1])
+        assert r["landmark_scale"] == (1.0 if r["a_memb"] >= levels[1] else 0.0)
+    assert all(r["landmarks"] for r in guided.records)
+    # the first two levels are the guided fit's, then the fits part
+    n_on = sum(r["landmarks"] for r in late.records)
+    np.testing.assert_array_equal(late.records[n_on - 1]["vertices"], guided.records[n_on - 1]["vertices"])
+    assert np.abs(late.vertices - guided.vertices).max() > 0.01
+    # every level off: the dense-only fit; factor 1: the guided fit
+    np.testing.assert_array_equal(fit(replace(base, landmark_last_levels=4)).vertices, fit(base, None).vertices)
+    np.testing.assert_array_equal(fit(replace(base, landmark_last_levels=2, landmark_last_scale=1.0)).vertices,
+                                  guided.vertices)
+    half = fit(replace(base, landmark_last_levels=2, landmark_last_scale=0.5))
+    assert {r["landmark_scale"] for r in half.records} == {1.0, 0.5}
+    with pytest.raises(ValueError, match="landmark_last_levels"):
+        RegistrationParams(landmark_last_levels=-1).validate()
+
+
+def test_reprojection_term_is_blind_along_the_viewing_ray():
+    """The reprojection term moves points only across their line of sight: its Jacobian (and so
+    the Gauss-Newton quadratic) has the ray through the camera centre as its null space."""
+    from pix2vertex_addon.core.geometry.landmark_term import projection_jacobian
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(0, 40, (50, 3))
+    z_ref = 600.0
+    j = projection_jacobian(p, 300.0, z_ref)
+    ray = p + np.array([0.0, 0.0, z_ref])  # camera centre at -z_ref on the axis
+    np.testing.assert_allclose(np.einsum("kij,kj->ki", j, ray), 0.0, atol=1e-9)
+    # ... but not along the optical axis for points off it (a ray is not the z axis)
+    assert np.abs(np.einsum("kij,j->ki", j, np.array([0.0, 0.0, 1.0]))).max() > 0.01

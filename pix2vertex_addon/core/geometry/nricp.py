@@ -48,6 +48,10 @@ Per outer iteration:
    ``landmark_term.py``); ``w_landmark = 0`` (default) is the paper's dense-only fit. The
    optional ``w_landmark_depth`` adds the detector's own depth of the points (scale and shift
    fitted per face) as a linear term; measured without gain, it is off.
+   ``landmark_last_levels``: in the last that many stiffness levels of the schedule (``a_memb <
+   a_memb_stop * 2**landmark_last_levels``) the landmark terms' weights are multiplied by
+   ``landmark_last_scale`` (0: off, the dense terms alone finish the fit; 0 levels: landmarks
+   to the end).
 4. If the template moved (largest vertex displacement over the iteration) less than
    ``move_tol_mm`` (0.1 mm), halve ``a_memb``. Switch to Euclidean matching once the number of
    pairs changes by fewer than ``switch_match_change`` (500) between iterations *and*
@@ -149,6 +153,13 @@ class RegistrationParams:
         camera after the affine stage from the predicted geometry's pixels and the affinely
         placed template's landmark points at the detected points; the landmarks weigh this
         much of all the pixels together; 0: the camera from the maps alone).
+    landmark_last_levels : int
+        Number of final stiffness levels (``a_memb < a_memb_stop * 2**landmark_last_levels``;
+        ``a_memb`` halves from level to level) in which the landmark terms are scaled by
+        ``landmark_last_scale`` (0: none, the landmarks act to the end).
+    landmark_last_scale : float
+        Factor on ``w_landmark`` and ``w_landmark_depth`` in those levels (0: off, the dense
+        terms alone have the last word on the shape).
     """
 
     w_point: float = 0.1
@@ -183,6 +194,8 @@ class RegistrationParams:
     landmark_depth_huber_mm: float = 2.0
     landmark_contour_scale: float = 1.0
     w_landmark_camera: float = 0.0
+    landmark_last_levels: int = 0
+    landmark_last_scale: float = 0.0
 
     def validate(self) -> None:
         for k in ("w_point", "w_plane", "a_memb_start", "a_memb_stop", "membrane_scale",
@@ -203,6 +216,14 @@ class RegistrationParams:
                 or not self.landmark_depth_huber_mm > 0:
             raise ValueError("w_landmark_depth, landmark_contour_scale and w_landmark_camera must be >= 0, "
                              "landmark_depth_huber_mm > 0")
+        if self.landmark_last_levels < 0 or self.landmark_last_scale < 0:
+            raise ValueError("landmark_last_levels and landmark_last_scale must be >= 0")
+
+    def landmark_scale(self, a_memb: float) -> float:
+        """Factor on the landmark terms at stiffness ``a_memb`` (``landmark_last_*``)."""
+        if self.landmark_last_levels > 0 and a_memb < self.a_memb_stop * 2.0 ** self.landmark_last_levels:
+            return float(self.landmark_last_scale)
+        return 1.0
 
 
 # The landmark-guided fit of the pipeline (weights chosen on validation renders:
@@ -234,7 +255,8 @@ class RegistrationResult:
         Membrane weight at the end.
     records : list of dict
         Per outer iteration (only with ``return_records=True``): ``iteration``, ``a_memb``,
-        ``phase``, ``n_pairs``, ``moved_mm``, ``n_inner``, ``refactorized``, ``vertices``.
+        ``phase``, ``n_pairs``, ``moved_mm``, ``n_inner``, ``refactorized``, ``landmarks`` (a
+        landmark term was in the quadratic), ``landmark_scale``, ``vertices``.
     """
 
     vertices: np.ndarray
@@ -357,9 +379,11 @@ class _Solver:
 
 
 def _landmark_quadratic(term: LandmarkTerm | None, p: RegistrationParams, v: np.ndarray,
-                        normals: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
+                        normals: np.ndarray, scale: float = 1.0) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
     """``(B, M, g)`` of the landmark terms linearised at ``v`` (``normals``: the template's at
-    ``v``, out of the face), or None when there are none."""
+    ``v``, out of the face), their weights times ``scale``, or None when there are none."""
+    if scale != 1.0:
+        p = replace(p, w_landmark=p.w_landmark * scale, w_landmark_depth=p.w_landmark_depth * scale)
     use_depth = p.w_landmark_depth > 0 and term is not None and term.depth_mm is not None
     if term is None or not (p.w_landmark > 0 or use_depth):
         return None
@@ -497,7 +521,8 @@ def register(
         matched[i] = True
         # (3) solve
         a_eff = a * p.membrane_scale
-        lm = _landmark_quadratic(landmarks, p, v, n_t)
+        lm_scale = p.landmark_scale(a)
+        lm = _landmark_quadratic(landmarks, p, v, n_t, lm_scale)
         v_new, n_inner, refac = solver.solve(a_eff, i, tgt_v[j], tgt_n[j], v_ref, v, lm)
         moved = float(np.sqrt(((v_new - v) ** 2).sum(axis=1).max()))
         v = v_new
@@ -505,7 +530,8 @@ def register(
         if return_records:
             records.append(dict(iteration=it, a_memb=a, phase=phase, n_pairs=int(len(i)),
                                 moved_mm=moved, pair_quantile_mm=close, n_inner=n_inner,
-                                refactorized=bool(refac), vertices=v.copy()))
+                                refactorized=bool(refac), landmarks=lm is not None, landmark_scale=lm_scale,
+                                vertices=v.copy()))
         # (4) schedule
         count = len(i)
         if phase == "corr" and p.switch != "never" and prev_pairs is not None and \
