@@ -39,6 +39,22 @@ def _quad_tris(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f[poly[:, None], corner], poly[:, None] * f.shape[1] + corner
 
 
+_IDS: LayoutCache[np.ndarray] = LayoutCache("normal-map corner ids", 4)
+
+
+def _corner_ids(f: np.ndarray) -> np.ndarray:
+    """(F, 4) int64: each polygon corner numbered as a vertex of its own (-1 on padding); kept
+    per layout (read-only), so that the bake's texel weights find their key at once."""
+
+    def compute() -> np.ndarray:
+        valid = f >= 0
+        ids = np.full(f.shape, -1, dtype=np.int64)
+        ids[valid] = np.arange(int(valid.sum()))
+        return ids
+
+    return _IDS.get(array_key(f), compute)
+
+
 _GROUPS: LayoutCache[tuple[np.ndarray, int]] = LayoutCache("tangent-frame groups", 4)
 
 
@@ -132,8 +148,7 @@ def bake_normal_map(base_vertices: np.ndarray, faces: np.ndarray, corner_uvs: np
     ts = tangent_space_normals(base_vertices, f, corner_uvs, displacement, strength)
     # bake per corner: every polygon corner is a vertex of its own (no blending across seams)
     valid = f >= 0
-    ids = np.full(f.shape, -1, dtype=np.int64)
-    ids[valid] = np.arange(int(valid.sum()))
+    ids = _corner_ids(f)
     flat = np.array([0.0, 0.0, 1.0])
     # baked as the difference to the flat normal, so that texels outside the islands are flat
     n = bake_vertex_field(ts[valid] - flat, ids, corner_uvs, size=size, bleed=2) + flat

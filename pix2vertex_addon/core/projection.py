@@ -76,17 +76,24 @@ def project_landmarks(camera: CropCamera, vertices: np.ndarray, landmark_idx: np
 def _bilinear(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Sample (H, W, C) uint8 at continuous pixel positions (N, 2) (centres at +0.5), edge clamp;
     returns (N, C) float32."""
+    return _bilinear_u8(img, xy).astype(np.float32)
+
+
+def _bilinear_u8(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """:func:`_bilinear` as OpenCV gives it, (N, C) uint8 (its interpolation rounds to the
+    nearest level: the float32 of :func:`_bilinear` holds the same integers)."""
     import cv2
 
     n = len(xy)
     width = 1024  # OpenCV maps must stay below 32767 rows and columns
     rows = max(1, -(-n // width))
     m = np.zeros((rows * width, 2), dtype=np.float32)
-    m[:n] = np.asarray(xy, dtype=np.float32) - 0.5
+    m[:n] = xy
+    m[:n] -= np.float32(0.5)
     m = m.reshape(rows, width, 2)
     out = cv2.remap(np.ascontiguousarray(img), m[..., 0], m[..., 1], interpolation=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(rows * width, -1)[:n].astype(np.float32)
+    return out.reshape(rows * width, -1)[:n]
 
 
 _UV_SHIFT = 8  # fractional bits of the vertex coordinates given to OpenCV's polygon filler
@@ -279,7 +286,10 @@ def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, c
     vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
     visibility_res = vis_depth.shape[0]
     crop_xy = camera.project_crop(pts)
-    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
+    img_xy = np.empty_like(crop_xy)
+    for k in (0, 1):  # crop_xy * image_scale + box[:2], column by column (no (N, 2) temporaries)
+        np.multiply(crop_xy[:, k], camera.image_scale, out=img_xy[:, k])
+        img_xy[:, k] += camera.box[k]
     cz = pts[:, 2] + camera.z_ref
     seen = cz <= np.inf  # NaN points are never seen
     ci = []
@@ -328,7 +338,9 @@ def bake_texture(
     tex = np.full((size * size, 3), 128, dtype=np.uint8)
     seen = np.zeros(size * size, dtype=bool)
     hit = view.inside[view.seen]
-    tex[hit] = np.clip(_bilinear(photo, view.image_xy[view.seen]) + 0.5, 0, 255).astype(np.uint8)
+    # OpenCV's uint8 interpolation directly (the same levels as rounding its float32 copy)
+    xy = view.image_xy[view.seen]
+    tex[hit] = _bilinear_u8(photo, xy) if photo.dtype == np.uint8 else np.clip(_bilinear(photo, xy) + 0.5, 0, 255)
     seen[hit] = True
     tex = tex.reshape(size, size, 3)
     seen = seen.reshape(size, size)
