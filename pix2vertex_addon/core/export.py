@@ -283,7 +283,8 @@ def _rows(buf: io.StringIO, fmt: str, a: np.ndarray) -> None:
 
 
 _MAX_EXACT = float(1 << 52)
-_DIGITS3 = np.array([list(f"{i:03d}".encode("ascii")) for i in range(1000)], dtype=np.uint8)
+# the three ASCII digits of 0..999 (and a fourth byte), read as one 32-bit word per number
+_DIGITS3 = np.array([list(f"{i:03d}".encode("ascii")) + [0] for i in range(1000)], dtype=np.uint8).view(np.uint32)
 
 
 def _digit_chars(x: np.ndarray, n_digits: int) -> np.ndarray:
@@ -292,7 +293,7 @@ def _digit_chars(x: np.ndarray, n_digits: int) -> np.ndarray:
     groups = []
     for _ in range(-(-n_digits // 3)):
         hi = x // 1000
-        groups.append(_DIGITS3[x - hi * 1000])
+        groups.append(_DIGITS3.ravel()[x - hi * 1000].view(np.uint8).reshape(-1, 4)[:, :3])
         x = hi
     return np.concatenate(groups[::-1], axis=1)[:, -n_digits:]
 

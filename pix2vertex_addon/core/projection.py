@@ -18,9 +18,10 @@ from .layout_cache import LayoutCache, array_key
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
-           "texel_weights", "TexelView", "bleed_sources", "nearest_texels", "uv_raster"]
+           "texel_weights", "TexelView", "bleed_sources", "nearest_texels", "row_blocks", "uv_raster"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
+_BLOCK = 1 << 15  # texels a block of the per-texel products (a few MB: the processor's cache)
 
 
 def crop_depth(camera: CropCamera, vertices: np.ndarray, triangles: np.ndarray, res: int | None = None) -> np.ndarray:
@@ -219,6 +220,19 @@ def bleed_sources(inside: np.ndarray, bleed: int) -> tuple[np.ndarray, np.ndarra
     return grown, source
 
 
+def row_blocks(w: sp.csr_matrix, block: int = _BLOCK):
+    """``(start, stop, rows)`` for consecutive blocks of ``block`` rows of the CSR matrix ``w``,
+    ``rows`` a CSR matrix over ``w``'s own arrays (no copy: SciPy's row slicing copies and
+    rescans, a few milliseconds a block). ``rows @ x`` is row for row ``(w @ x)[start:stop]``."""
+    indptr = w.indptr
+    n = w.shape[0]
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        p0, p1 = int(indptr[a]), int(indptr[b])
+        yield a, b, sp.csr_matrix((w.data[p0:p1], w.indices[p0:p1], indptr[a:b + 1] - p0),
+                                  shape=(b - a, w.shape[1]), copy=False)
+
+
 _WEIGHTS: LayoutCache[tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = LayoutCache("texel weights", 5)
 
 
@@ -376,7 +390,9 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
     vals = np.asarray(values, dtype=np.float64)
     inside, w, grown, source = texel_weights(poly, uvs, size, bleed)
     out = np.zeros((size * size,) + vals.shape[1:], dtype=np.float32)
-    out[inside] = w @ vals[: w.shape[1]]
+    vals = vals[: w.shape[1]]
+    for a, b, rows in row_blocks(w):  # in blocks of texel rows (the same sums, in the cache)
+        out[inside[a:b]] = rows @ vals
     out[grown] = out[source]
     out = out.reshape((size, size) + vals.shape[1:])
     return out

@@ -35,7 +35,7 @@ from scipy.sparse.linalg import spsolve
 from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
 from .layout_cache import LayoutCache, array_key
-from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
+from .projection import TexelView, _bilinear, bake_texture, row_blocks, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
            "layout_tables", "mirror_texels", "seam_distance", "texel_confidence"]
@@ -123,9 +123,8 @@ def texel_confidence(
     bounds = range(0, n, _BLOCK)
     dots, coses = [], []
     n_neg = 0
-    for a in bounds:
-        b = min(a + _BLOCK, n)
-        nrm = w[a:b] @ vn
+    for a, b, rows in row_blocks(w, _BLOCK):
+        nrm = rows @ vn
         cam = camera.to_camera(view.points[a:b])
         # cosine between the normal and the ray to the camera (-cam)
         dot = -np.einsum("ij,ij->i", nrm, cam)
