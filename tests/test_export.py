@@ -108,7 +108,8 @@ def test_fixed_rows_is_pythons_formatting():
              np.array([[-1e-9, -0.0, 0.0078125], [2.5e-7, -5e-7, 1.0000005], [999.9999995, -1234567.25, 3.0],
                        [9.9999995, 0.9999995, 99.99999949], [1e-300, -1e-300, 5e-324]]),
              np.array([[np.nan, 1.0, np.inf]]), rng.normal(0, 1e9, (50, 3)), np.zeros((0, 3))]
+    fmt_v, fmt_vt = "v %.6f %.6f %.6f\n", "vt %.7f %.7f\n"  # what format_obj wrote before
     for a in cases:
-        assert fixed_rows("v ", a) == "".join("v %.6f %.6f %.6f\n" % tuple(r) for r in a.tolist())
+        assert fixed_rows("v ", a) == "".join(fmt_v % tuple(r) for r in a.tolist())
     b = rng.uniform(0, 1, (300, 2))
-    assert fixed_rows("vt ", b, 7) == "".join("vt %.7f %.7f\n" % tuple(r) for r in b.tolist())
+    assert fixed_rows("vt ", b, 7) == "".join(fmt_vt % tuple(r) for r in b.tolist())
