@@ -255,3 +255,20 @@ def test_flat_detail_gives_a_flat_normal_map(face_model):
     np.testing.assert_allclose(ts[valid], np.tile([0.0, 0.0, 1.0], (int(valid.sum()), 1)), atol=1e-9)
     img = bake_normal_map(v, t.faces, t.uvs, np.zeros(len(v)), size=256)
     assert np.abs(img.astype(int) - [128, 128, 255]).max() <= 1
+
+
+def test_table_medians_equal_numpys():
+    """The histogram medians of the colour test and the skin anchor (only the codes that occur
+    sorted) give ``np.median`` of the looked-up values exactly, ties in the table included."""
+    from pix2vertex_addon.core.texture import _CHROMA, _LOG32, _LOG64, _robust_centre, _table_median
+
+    rng = np.random.default_rng(5)
+    for table, hi in ((_LOG32, 256), (_LOG64, 256), (_CHROMA, 65536), (np.repeat(np.arange(128.0), 2), 256)):
+        for n in (1, 2, 7, 1000, 20001):
+            codes = rng.integers(0, hi, n)
+            if n > 2:
+                codes[: n // 3] = codes[0]  # a heavy mode
+            assert _table_median(codes, table) == np.median(table[codes])
+            med, mad = _robust_centre(codes, table)
+            assert med == np.median(table[codes])
+            assert mad == np.median(np.abs(table[codes] - med))

@@ -74,8 +74,15 @@ def _texel_points(polygons: np.ndarray, corner_uvs: np.ndarray, size: int, value
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    """``t * t * (3 - 2 t)`` of ``t = clip((x - lo) / (hi - lo), 0, 1)``, in place on two arrays."""
+    t = np.subtract(x, lo)
+    t /= hi - lo
+    np.clip(t, 0.0, 1.0, out=t)
+    r = np.multiply(t, 2.0)
+    np.subtract(3.0, r, out=r)
+    np.multiply(t, t, out=t)
+    t *= r
+    return t
 
 
 def texel_confidence(
@@ -263,21 +270,25 @@ def _cells(a: np.ndarray, k: int) -> np.ndarray:
 def _table_median(codes: np.ndarray, table: np.ndarray) -> float:
     """``np.median(table[codes])`` for integer ``codes`` into a small ``table`` (256 or 65536
     values), from a histogram of the codes instead of a sort of all of them (same result)."""
-    n = len(codes)
-    order = np.argsort(table, kind="stable")
-    cum = np.cumsum(np.bincount(codes, minlength=len(table))[order])
-    pick = order[np.searchsorted(cum, np.array([(n - 1) // 2, n // 2]), side="right")]
-    return np.mean(table[pick])
+    return _hist_median(np.bincount(codes, minlength=len(table)), table)
 
 
 def _hist_median(counts: np.ndarray, table: np.ndarray) -> float:
     """:func:`_table_median` from the codes' histogram ``counts`` (one count per table entry)."""
     counts = np.asarray(counts, dtype=np.int64)
+    nz = np.flatnonzero(counts)
+    return _sorted_median(counts[nz], np.asarray(table)[nz])
+
+
+def _sorted_median(counts: np.ndarray, values: np.ndarray) -> float:
+    """The median of ``values`` each repeated ``counts`` (> 0) times. Only the codes that occur
+    are sorted (a few thousand of the 65,536 chroma pairs): entries of count 0 never move the
+    cumulative count, so the pick, and the result, are those of a sort of the whole table."""
     n = int(counts.sum())
-    order = np.argsort(table, kind="stable")
+    order = np.argsort(values, kind="stable")
     cum = np.cumsum(counts[order])
     pick = order[np.searchsorted(cum, np.array([(n - 1) // 2, n // 2]), side="right")]
-    return np.mean(table[pick])
+    return np.mean(values[pick])
 
 
 def _known_histograms(raw: np.ndarray, known: np.ndarray) -> list[np.ndarray]:
@@ -295,9 +306,12 @@ def _known_histograms(raw: np.ndarray, known: np.ndarray) -> list[np.ndarray]:
 
 
 def _robust_centre(codes: np.ndarray, table: np.ndarray) -> tuple[float, float]:
-    """(median, MAD) of ``table[codes]``."""
-    med = _table_median(codes, table)
-    return med, _table_median(codes, np.abs(table - med))
+    """(median, MAD) of ``table[codes]`` (one histogram of the codes for both)."""
+    counts = np.bincount(codes, minlength=len(table))
+    nz = np.flatnonzero(counts)
+    c, values = counts[nz], np.asarray(table)[nz]
+    med = _sorted_median(c, values)
+    return med, _sorted_median(c, np.abs(values - med))
 
 
 def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, anchor: np.ndarray,
@@ -396,7 +410,10 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
             ft = fade[t]
             near = np.flatnonzero(ft < 1.0)
             filled_lg[near] = anchor + ft[near, None] * (filled_lg[near] - anchor)
-        out_flat[t] = np.clip(np.exp(filled_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
+        c = np.exp(filled_lg, out=filled_lg)  # back to 8 bits: exp(L) * 259 - 4 + 0.5, in place
+        c *= np.float32(259.0)
+        c -= np.float32(3.5)
+        out_flat[t] = np.clip(c, 0, 255, out=c)  # the assignment truncates, as astype(uint8)
     if bleed_index is None and bleed > 0:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
         g = ndimage.binary_dilation(inside, iterations=bleed) & ~inside
