@@ -77,6 +77,20 @@ def _corner_groups_uncached(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, 
     return gid, int(group.max()) + 1 if group.size else 0
 
 
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) dot products of the rows of (N, 3) ``a`` and ``b``."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of (N, 3) rows, written out (np.cross moves axes and makes temporaries)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
+
+
 def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray,
                     normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(F, 4, 3) unit tangent and bitangent per polygon corner (zeros on padding).
@@ -109,10 +123,12 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     n_c = np.asarray(normals, dtype=np.float64)[np.maximum(flat_v, 0)]
     t_c = acc_t[np.maximum(gid, 0)]
     b_c = acc_b[np.maximum(gid, 0)]
-    t_c = t_c - n_c * (t_c * n_c).sum(axis=1, keepdims=True)
-    t_c /= np.linalg.norm(t_c, axis=1, keepdims=True) + 1e-30
-    cross = np.cross(n_c, t_c)
-    sign = np.sign((cross * b_c).sum(axis=1, keepdims=True))
+    # row dot products as einsum (the sums of ``(a * b).sum(axis=1)`` in the same order, without
+    # the (N, 3) product), the cross product written out (``np.cross``'s arithmetic)
+    t_c = t_c - n_c * _rowdot(t_c, n_c)[:, None]
+    t_c /= np.sqrt(_rowdot(t_c, t_c))[:, None] + 1e-30
+    cross = _cross(n_c, t_c)
+    sign = np.sign(_rowdot(cross, b_c))[:, None]
     sign[sign == 0] = 1.0
     b_c = sign * cross
     t_c[~valid] = 0.0
@@ -135,7 +151,9 @@ def tangent_space_normals(base_vertices: np.ndarray, faces: np.ndarray, corner_u
     f = np.asarray(faces, dtype=np.int64)
     idx = np.maximum(f, 0)
     nc, ndc = n[idx], nd[idx]
-    out = np.stack([(ndc * t).sum(-1), (ndc * b).sum(-1), (ndc * nc).sum(-1)], axis=-1)
+    out = np.empty(f.shape + (3,))
+    for k, axis in enumerate((t, b, nc)):
+        out[..., k] = np.einsum("...i,...i->...", ndc, axis)
     out[f < 0] = 0.0
     return out
 
@@ -158,7 +176,7 @@ def bake_normal_map(base_vertices: np.ndarray, faces: np.ndarray, corner_uvs: np
     out = np.empty((size * size, 3), dtype=np.uint8)
     for a in range(0, len(field), _BLOCK):  # unit length and 8 bits, in blocks that stay in the cache
         n = field[a:a + _BLOCK] + flat
-        n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-12
+        n /= np.sqrt(_rowdot(n, n))[:, None] + 1e-12  # np.linalg.norm's sum of squares, in order
         out[a:a + _BLOCK] = np.clip((n * 0.5 + 0.5) * 255.0 + 0.5, 0, 255)
     return out.reshape(size, size, 3)
 
