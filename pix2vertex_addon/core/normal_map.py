@@ -78,8 +78,10 @@ def _corner_groups_uncached(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) dot products of the rows of (N, 3) ``a`` and ``b``."""
-    return np.einsum("ij,ij->i", a, b)
+    """(N,) dot products of the rows of (N, 3) ``a`` and ``b``: ``(a * b).sum(axis=1)`` bit for
+    bit (NumPy adds a row of three left to right; ``np.einsum`` does not), without its (N, 3)
+    product and its slow reduction over a short axis."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,8 +125,8 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     n_c = np.asarray(normals, dtype=np.float64)[np.maximum(flat_v, 0)]
     t_c = acc_t[np.maximum(gid, 0)]
     b_c = acc_b[np.maximum(gid, 0)]
-    # row dot products as einsum (the sums of ``(a * b).sum(axis=1)`` in the same order, without
-    # the (N, 3) product), the cross product written out (``np.cross``'s arithmetic)
+    # row dot products and the cross product written out (the arithmetic of ``.sum(axis=1)`` and
+    # ``np.cross``, without their temporaries)
     t_c = t_c - n_c * _rowdot(t_c, n_c)[:, None]
     t_c /= np.sqrt(_rowdot(t_c, t_c))[:, None] + 1e-30
     cross = _cross(n_c, t_c)
@@ -153,7 +155,7 @@ def tangent_space_normals(base_vertices: np.ndarray, faces: np.ndarray, corner_u
     nc, ndc = n[idx], nd[idx]
     out = np.empty(f.shape + (3,))
     for k, axis in enumerate((t, b, nc)):
-        out[..., k] = np.einsum("...i,...i->...", ndc, axis)
+        out[..., k] = _rowdot(ndc.reshape(-1, 3), axis.reshape(-1, 3)).reshape(f.shape)
     out[f < 0] = 0.0
     return out
 
