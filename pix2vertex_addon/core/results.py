@@ -256,22 +256,22 @@ def write_result(
     seconds: dict[str, float] = {}
     q: np.ndarray | None = None
     quv: np.ndarray | None = None
-    if rec.detail is not None:
-        v, q, quv = detailed_mesh(rec, faces, uvs)
-        tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
-    else:
-        v, tris = rec.vertices, template.triangles()
-    ts = time.perf_counter()
-    dcrop = crop_depth(rec.camera, v, tris)
-    seconds["depth"] = time.perf_counter() - ts
     header = f"pix2vertex {versions()['pix2vertex']}: registered ICT-FaceKit face region (MIT), metres"
     with AtomicFolder(out_dir, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
-        # beside the texture clean-up: the normal map and its PNG, the maps' PNG, the OBJ text,
-        # the depth and the landmarks (numpy, OpenCV and zlib run without the GIL); then the
-        # textures' PNGs
+        # beside the depth raster and the texture clean-up: the normal map and its PNG, the maps'
+        # PNG, the OBJ text, the depth and the landmarks (numpy, OpenCV and zlib run without the
+        # GIL); then the textures' PNGs
         normal_job = pool.submit(_write_normal_map, tmp / "normal.png", rec, faces, uvs, texture_size)
         pngs: list[Future] = [normal_job,
                               pool.submit(lambda: save_png_atomic(tmp / "maps.png", maps_png(rec), FAST_PNG))]
+        if rec.detail is not None:
+            v, q, quv = detailed_mesh(rec, faces, uvs)
+            tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
+        else:
+            v, tris = rec.vertices, template.triangles()
+        ts = time.perf_counter()
+        dcrop = crop_depth(rec.camera, v, tris)
+        seconds["depth"] = time.perf_counter() - ts
         obj_job = pool.submit(_write_objs, tmp, rec, v, q, quv, faces, uvs, header)
         side_job = pool.submit(_write_depth_landmarks, tmp, photo, rec, template, dcrop)
         ts = time.perf_counter()
