@@ -375,11 +375,8 @@ def bake_texture(
     seen = np.zeros(size * size, dtype=bool)
     hit = view.inside[view.seen]
     # OpenCV's uint8 interpolation directly (the same levels as rounding its float32 copy)
-    for a in range(0, len(view.inside), _BLOCK):  # in blocks that stay in the cache (the same values)
-        sn = view.seen[a:a + _BLOCK]
-        xy = view.image_xy[a:a + _BLOCK][sn]
-        tex[view.inside[a:a + _BLOCK][sn]] = (_bilinear_u8(photo, xy) if photo.dtype == np.uint8
-                                              else np.clip(_bilinear(photo, xy) + 0.5, 0, 255))
+    xy = view.image_xy[view.seen]  # one remap: OpenCV splits it over its threads
+    tex[hit] = _bilinear_u8(photo, xy) if photo.dtype == np.uint8 else np.clip(_bilinear(photo, xy) + 0.5, 0, 255)
     seen[hit] = True
     tex = tex.reshape(size, size, 3)
     seen = seen.reshape(size, size)
