@@ -3,13 +3,17 @@
     .venv/bin/python scripts/bench_texture.py [--repeats 7] [--size 1024]
     git show REV:pix2vertex_addon/core/texture.py > old_texture.py
     .venv/bin/python scripts/bench_texture.py --baseline old_texture.py
+    git archive REV pix2vertex_addon | tar -x -C /some/folder
+    .venv/bin/python scripts/bench_texture.py --baseline /some/folder/pix2vertex_addon
 
 Reconstructs scikit-image's astronaut once (shipped networks), then times the stages of
 ``clean_texture`` with the layout caches warm (the first call is a warm-up): the texel view and
 the raw bake (``core/projection.py``), the confidence, the border distance, the colour test near
 the outline and the completion. With ``--baseline`` (a ``texture.py`` of another revision, loaded
-as a module of this package) both versions run interleaved in one process, so their ratio is
-measured under the same load; it also prints how many texels of the two results differ.
+as a module of this package; or another revision's whole ``pix2vertex_addon`` folder, whose
+``core/projection.py`` then times the texel view and the raw bake too) both versions run
+interleaved in one process, so their ratio is measured under the same load; it also prints how
+many texels of the two results differ.
 Prints a markdown table of median wall milliseconds.
 """
 
@@ -39,9 +43,25 @@ def _load_baseline(path: Path) -> ModuleType:
     return mod
 
 
-def _run(tex: ModuleType, case: dict, size: int) -> tuple[dict[str, float], np.ndarray]:
+def _load_package(folder: Path) -> tuple[ModuleType, ModuleType]:
+    """(core.texture, core.projection) of another revision's package folder, as a package of its own."""
+    import importlib
+
+    spec = importlib.util.spec_from_file_location("p2v_baseline", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"error: cannot load {folder} as a package")
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["p2v_baseline"] = pkg
+    spec.loader.exec_module(pkg)
+    return importlib.import_module("p2v_baseline.core.texture"), importlib.import_module("p2v_baseline.core.projection")
+
+
+def _run(tex: ModuleType, case: dict, size: int, proj: ModuleType | None = None) -> tuple[dict[str, float], np.ndarray]:
     """One clean_texture, stage by stage as ``clean_texture`` runs them: (seconds, texture)."""
-    from pix2vertex_addon.core.projection import bake_texture, texel_view, texel_weights
+    if proj is None:
+        from pix2vertex_addon.core import projection as proj
+    bake_texture, texel_view, texel_weights = proj.bake_texture, proj.texel_view, proj.texel_weights
 
     photo, cam, v, faces, uvs, mask = (case[k] for k in ("photo", "camera", "vertices", "faces", "uvs", "mask"))
     out: dict[str, float] = {}
@@ -78,8 +98,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--baseline", type=Path, help="a texture.py of another revision to compare with")
     args = ap.parse_args(argv)
-    if args.baseline is not None and not args.baseline.is_file():
-        print(f"error: {args.baseline} is not a file", file=sys.stderr)
+    if args.baseline is not None and not (args.baseline.is_file() or (args.baseline / "core" / "texture.py").is_file()):
+        print(f"error: {args.baseline} is neither a file nor a pix2vertex_addon folder", file=sys.stderr)
         return 2
     import_addon()
     sys.path.insert(0, str(REPO / "tests"))
@@ -100,16 +120,21 @@ def main(argv: list[str]) -> int:
     case = {"photo": photo, "camera": rec.camera, "vertices": rec.vertices, "rest": t.vertices_cm * 10.0,
             "faces": faces, "uvs": uvs, "mask": rec.maps["mask"],
             "depth_crop": crop_depth(rec.camera, v, np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]]))}
+    from pix2vertex_addon.core import projection
+
     versions = {"this tree": texture}
-    if args.baseline is not None:
-        versions["baseline"] = _load_baseline(args.baseline)
+    projections = {"this tree": projection}
+    if args.baseline is not None and args.baseline.is_dir():
+        versions["baseline"], projections["baseline"] = _load_package(args.baseline.resolve())
+    elif args.baseline is not None:
+        versions["baseline"], projections["baseline"] = _load_baseline(args.baseline), projection
     times: dict[str, list[dict[str, float]]] = {k: [] for k in versions}
     results: dict[str, np.ndarray] = {}
-    for mod in versions.values():  # warm-up: layout caches, the mirror look-up
-        _run(mod, case, args.size)
-    for _ in range(args.repeats):
-        for name, mod in versions.items():
-            secs, results[name] = _run(mod, case, args.size)
+    for name, mod in versions.items():  # warm-up: layout caches, the mirror look-up
+        _run(mod, case, args.size, projections[name])
+    for i in range(args.repeats):
+        for name in (list(versions) if i % 2 == 0 else list(versions)[::-1]):
+            secs, results[name] = _run(versions[name], case, args.size, projections[name])
             times[name].append(secs)
     names = list(versions)
     print(f"clean_texture on the astronaut, {args.size} px, repeat call, median of {args.repeats} (ms)\n")

@@ -93,3 +93,23 @@ def test_write_obj_and_mtl(tmp_path, face_model):
     t = face_model.template
     obj, mtl = write_obj(tmp_path, t.vertices_m, t.faces, t.uvs)
     assert obj.name == "face.obj" and "map_Kd texture.png" in mtl.read_text()
+
+
+def test_fixed_rows_is_pythons_formatting():
+    """The vertex lines' fast formatter gives Python's ``%.6f`` text exactly: signs (negative
+    zero too), values that round to zero, exact ties (half to even), values a hair from a rounding
+    boundary, several integer digits, and the non-finite or huge values it leaves to Python."""
+    from pix2vertex_addon.core.export import fixed_rows
+
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(0, 0.1, (5000, 3)), rng.normal(0, 1e4, (500, 3)),
+             np.round(rng.normal(0, 0.1, (2000, 3)) * 2e6) / 2e6,  # exact halves of the last digit
+             np.nextafter(np.round(rng.normal(0, 0.1, (2000, 3)) * 2e6) / 2e6, 1.0),
+             np.array([[-1e-9, -0.0, 0.0078125], [2.5e-7, -5e-7, 1.0000005], [999.9999995, -1234567.25, 3.0],
+                       [9.9999995, 0.9999995, 99.99999949], [1e-300, -1e-300, 5e-324]]),
+             np.array([[np.nan, 1.0, np.inf]]), rng.normal(0, 1e9, (50, 3)), np.zeros((0, 3))]
+    fmt_v, fmt_vt = "v %.6f %.6f %.6f\n", "vt %.7f %.7f\n"  # what format_obj wrote before
+    for a in cases:
+        assert fixed_rows("v ", a) == "".join(fmt_v % tuple(r) for r in a.tolist())
+    b = rng.uniform(0, 1, (300, 2))
+    assert fixed_rows("vt ", b, 7) == "".join(fmt_vt % tuple(r) for r in b.tolist())

@@ -526,3 +526,31 @@ def test_threads_asking_for_the_same_value_compute_it_once(disk):
         assert len(errors) == 1
     finally:
         layout_cache._ALL[:] = registered
+
+
+def test_keys_of_read_only_arrays_are_remembered_and_still_right():
+    """``array_key`` remembers the digest of a read-only array (and of views of one), gives the
+    same key as a writable copy, and never serves a remembered digest for an array that can still
+    change: a writable one, or a read-only view of a writable one."""
+    from pix2vertex_addon.core import layout_cache
+
+    a = np.arange(12.0).reshape(4, 3)
+    frozen = a.copy()
+    frozen.setflags(write=False)
+    key = array_key(frozen)
+    assert key == array_key(a)
+    calls = []
+    real = layout_cache._digest
+    layout_cache._digest = lambda data: calls.append(1) or real(data)  # type: ignore[assignment]
+    try:
+        assert array_key(frozen) == key and array_key(frozen.reshape(-1)) == array_key(a.reshape(-1))
+        assert array_key(frozen.reshape(-1)) == array_key(a.reshape(-1))
+        n_frozen = len(calls)
+        assert n_frozen == 3  # the two writable arrays, the view's first digest; then none
+        view = a[1:]
+        view.setflags(write=False)  # read-only view, writable owner
+        before = array_key(view)
+        a[2, 0] = 99.0
+        assert array_key(view) != before
+    finally:
+        layout_cache._digest = real

@@ -255,3 +255,44 @@ def test_flat_detail_gives_a_flat_normal_map(face_model):
     np.testing.assert_allclose(ts[valid], np.tile([0.0, 0.0, 1.0], (int(valid.sum()), 1)), atol=1e-9)
     img = bake_normal_map(v, t.faces, t.uvs, np.zeros(len(v)), size=256)
     assert np.abs(img.astype(int) - [128, 128, 255]).max() <= 1
+
+
+def test_table_medians_equal_numpys():
+    """The histogram medians of the colour test and the skin anchor (only the codes that occur
+    sorted) give ``np.median`` of the looked-up values exactly, ties in the table included."""
+    from pix2vertex_addon.core.texture import _CHROMA, _LOG32, _LOG64, _robust_centre, _table_median
+
+    rng = np.random.default_rng(5)
+    for table, hi in ((_LOG32, 256), (_LOG64, 256), (_CHROMA, 65536), (np.repeat(np.arange(128.0), 2), 256)):
+        for n in (1, 2, 7, 1000, 20001):
+            codes = rng.integers(0, hi, n)
+            if n > 2:
+                codes[: n // 3] = codes[0]  # a heavy mode
+            assert _table_median(codes, table) == np.median(table[codes])
+            med, mad = _robust_centre(codes, table)
+            assert med == np.median(table[codes])
+            assert mad == np.median(np.abs(table[codes] - med))
+
+
+def test_row_blocks_and_normal_map_arithmetic_are_exact():
+    """The block-by-block products (``row_blocks``) give ``w @ x`` bit for bit, and are remembered
+    per matrix; the normal map's written-out row dot products and cross product give NumPy's
+    ``(a * b).sum(axis=1)`` and ``np.cross`` bit for bit (what keeps the files unchanged)."""
+    import scipy.sparse as sp
+
+    from pix2vertex_addon.core.normal_map import _cross, _rowdot
+    from pix2vertex_addon.core.projection import row_blocks
+
+    rng = np.random.default_rng(7)
+    n, m = 70001, 500
+    cols = rng.integers(0, m, (n, 3))
+    w = sp.csr_matrix((rng.random(3 * n), cols.ravel(), np.arange(0, 3 * n + 1, 3)), shape=(n, m))
+    x = rng.normal(size=(m, 3))
+    blocks = row_blocks(w, 4096)
+    assert blocks[0][0] == 0 and blocks[-1][1] == n and len(blocks) == -(-n // 4096)
+    assert np.array_equal(np.concatenate([rows @ x for _, _, rows in blocks]), w @ x)
+    assert row_blocks(w, 4096) is blocks and row_blocks(w.copy(), 4096) is not blocks
+    a, b = rng.normal(size=(10000, 3)), rng.normal(size=(10000, 3))
+    assert np.array_equal(_rowdot(a, b), (a * b).sum(axis=1))
+    assert np.array_equal(np.sqrt(_rowdot(a, a)), np.linalg.norm(a, axis=1))
+    assert np.array_equal(_cross(a, b), np.cross(a, b))

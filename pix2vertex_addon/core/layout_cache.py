@@ -20,6 +20,7 @@ folder is kept under :data:`DISK_LIMIT_BYTES` by removing the least recently use
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,8 +36,8 @@ import numpy as np
 
 from .atomic import atomic_file
 
-__all__ = ["DISK_LIMIT_BYTES", "ENV_VAR", "LayoutCache", "all_caches", "array_key", "clear_disk", "disk_folder",
-           "disk_usage", "env_folder", "set_disk_folder"]
+__all__ = ["DISK_LIMIT_BYTES", "ENV_VAR", "LayoutCache", "all_caches", "array_key", "clear_disk", "clear_key_memo",
+           "disk_folder", "disk_usage", "env_folder", "set_disk_folder"]
 
 T = TypeVar("T")
 _ALL: list[LayoutCache] = []
@@ -67,18 +68,89 @@ def _digest(data: bytes | np.ndarray) -> str:
 def array_key(*parts: object) -> tuple:
     """A hashable key of ``parts``, the same in every process: arrays by shape, dtype and a
     BLAKE2b digest of their bytes (NaN read as 0), NumPy scalars as Python numbers, anything else
-    as it is."""
+    as it is. The digest of a read-only array (a template's, a cached value's, or a view of one)
+    is remembered (:func:`_frozen_part`): the caches' keys then cost nothing on the next call."""
     out: list[object] = []
     for p in parts:
         if isinstance(p, np.ndarray):
-            a = np.nan_to_num(p) if p.dtype.kind == "f" else p
-            a = np.ascontiguousarray(a)
-            out.append((a.shape, a.dtype.str, _digest(a)))
+            out.append(_frozen_part(p))
         elif isinstance(p, np.generic):
             out.append(p.item())
         else:
             out.append(p)
     return tuple(out)
+
+
+def _array_part(p: np.ndarray) -> tuple:
+    a = np.nan_to_num(p) if p.dtype.kind == "f" else p
+    a = np.ascontiguousarray(a)
+    return (a.shape, a.dtype.str, _digest(a))
+
+
+def _frozen_owner(a: np.ndarray) -> np.ndarray | None:
+    """The array that owns ``a``'s memory when ``a`` and every array between them are read-only
+    (and the owner holds its memory itself or views a ``bytes`` object); None otherwise
+    (writable, or memory of another object, such as a ``bytearray``, that could change)."""
+    x = a
+    for _ in range(64):
+        if x.flags.writeable:
+            return None
+        b = x.base
+        if b is None:
+            return x if x.flags.owndata else None
+        if type(b) is bytes:  # immutable memory (an unpickled array's)
+            return x
+        if not isinstance(b, np.ndarray):
+            return None
+        x = b
+    return None
+
+
+_MEMO: dict[int, tuple[Any, dict[tuple, tuple]]] = {}  # id(owner) -> (weak reference, {view: key part})
+_MEMO_LOCK = threading.Lock()
+
+
+def _forget(owner_id: int, ref: Any) -> None:
+    with _MEMO_LOCK:
+        entry = _MEMO.get(owner_id)
+        if entry is not None and entry[0] is ref:
+            del _MEMO[owner_id]
+
+
+def _frozen_part(p: np.ndarray) -> tuple:
+    """:func:`array_key`'s part of one array, remembered per read-only array: by its owner's
+    identity (a weak reference, so a new array at the same address is not taken for it) and the
+    view's place in its memory (address, shape, strides, dtype). A read-only array is taken not to
+    change while anyone holds it: arrays the caches return and the template's are made read-only
+    once filled and never written (NumPy lets an owner be made writable again; code that did so
+    and wrote into it would have to clear the memo, :func:`clear_key_memo`)."""
+    owner = _frozen_owner(p)
+    if owner is None:
+        return _array_part(p)
+    import weakref
+
+    view = (p.__array_interface__["data"][0], p.shape, p.strides, p.dtype.str)
+    oid = id(owner)
+    entry = _MEMO.get(oid)
+    if entry is not None and entry[0]() is owner:
+        hit = entry[1].get(view)
+        if hit is not None:
+            return hit
+    part = _array_part(p)
+    with _MEMO_LOCK:
+        entry = _MEMO.get(oid)
+        if entry is None or entry[0]() is not owner:
+            ref = weakref.ref(owner, functools.partial(_forget, oid))
+            entry = _MEMO[oid] = (ref, {})
+        if len(entry[1]) < 64:  # a few views of each array are asked for (reshapes, the whole)
+            entry[1][view] = part
+    return part
+
+
+def clear_key_memo() -> None:
+    """Forget the remembered digests of read-only arrays (:func:`array_key`)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
 
 
 def _freeze(value: object) -> None:

@@ -27,6 +27,8 @@ from .projection import bake_vertex_field
 
 __all__ = ["corner_tangents", "tangent_space_normals", "bake_normal_map", "decode_normal"]
 
+_BLOCK = 1 << 15  # texels a block of the encoding (a few MB: the processor's cache)
+
 
 def _quad_tris(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Triangles (T, 3) of (F, 4) polygons (-1 padded) and, per triangle corner, the polygon
@@ -37,6 +39,22 @@ def _quad_tris(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     poly = np.concatenate([np.arange(n), np.flatnonzero(quad)])
     corner = np.concatenate([np.tile([0, 1, 2], (n, 1)), np.tile([0, 2, 3], (int(quad.sum()), 1))])
     return f[poly[:, None], corner], poly[:, None] * f.shape[1] + corner
+
+
+_IDS: LayoutCache[np.ndarray] = LayoutCache("normal-map corner ids", 4)
+
+
+def _corner_ids(f: np.ndarray) -> np.ndarray:
+    """(F, 4) int64: each polygon corner numbered as a vertex of its own (-1 on padding); kept
+    per layout (read-only), so that the bake's texel weights find their key at once."""
+
+    def compute() -> np.ndarray:
+        valid = f >= 0
+        ids = np.full(f.shape, -1, dtype=np.int64)
+        ids[valid] = np.arange(int(valid.sum()))
+        return ids
+
+    return _IDS.get(array_key(f), compute)
 
 
 _GROUPS: LayoutCache[tuple[np.ndarray, int]] = LayoutCache("tangent-frame groups", 4)
@@ -57,6 +75,22 @@ def _corner_groups_uncached(f: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, 
     gid = np.full(len(flat_v), -1, dtype=np.int64)
     gid[valid] = group.ravel()
     return gid, int(group.max()) + 1 if group.size else 0
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) dot products of the rows of (N, 3) ``a`` and ``b``: ``(a * b).sum(axis=1)`` bit for
+    bit (NumPy adds a row of three left to right; ``np.einsum`` does not), without its (N, 3)
+    product and its slow reduction over a short axis."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.cross`` of (N, 3) rows, written out (np.cross moves axes and makes temporaries)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
 
 
 def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndarray,
@@ -91,11 +125,14 @@ def corner_tangents(vertices: np.ndarray, faces: np.ndarray, corner_uvs: np.ndar
     n_c = np.asarray(normals, dtype=np.float64)[np.maximum(flat_v, 0)]
     t_c = acc_t[np.maximum(gid, 0)]
     b_c = acc_b[np.maximum(gid, 0)]
-    t_c = t_c - n_c * (t_c * n_c).sum(axis=1, keepdims=True)
-    t_c /= np.linalg.norm(t_c, axis=1, keepdims=True) + 1e-30
-    sign = np.sign((np.cross(n_c, t_c) * b_c).sum(axis=1, keepdims=True))
+    # row dot products and the cross product written out (the arithmetic of ``.sum(axis=1)`` and
+    # ``np.cross``, without their temporaries)
+    t_c = t_c - n_c * _rowdot(t_c, n_c)[:, None]
+    t_c /= np.sqrt(_rowdot(t_c, t_c))[:, None] + 1e-30
+    cross = _cross(n_c, t_c)
+    sign = np.sign(_rowdot(cross, b_c))[:, None]
     sign[sign == 0] = 1.0
-    b_c = sign * np.cross(n_c, t_c)
+    b_c = sign * cross
     t_c[~valid] = 0.0
     b_c[~valid] = 0.0
     return t_c.reshape(f.shape + (3,)), b_c.reshape(f.shape + (3,))
@@ -116,7 +153,9 @@ def tangent_space_normals(base_vertices: np.ndarray, faces: np.ndarray, corner_u
     f = np.asarray(faces, dtype=np.int64)
     idx = np.maximum(f, 0)
     nc, ndc = n[idx], nd[idx]
-    out = np.stack([(ndc * t).sum(-1), (ndc * b).sum(-1), (ndc * nc).sum(-1)], axis=-1)
+    out = np.empty(f.shape + (3,))
+    for k, axis in enumerate((t, b, nc)):
+        out[..., k] = _rowdot(ndc.reshape(-1, 3), axis.reshape(-1, 3)).reshape(f.shape)
     out[f < 0] = 0.0
     return out
 
@@ -132,13 +171,16 @@ def bake_normal_map(base_vertices: np.ndarray, faces: np.ndarray, corner_uvs: np
     ts = tangent_space_normals(base_vertices, f, corner_uvs, displacement, strength)
     # bake per corner: every polygon corner is a vertex of its own (no blending across seams)
     valid = f >= 0
-    ids = np.full(f.shape, -1, dtype=np.int64)
-    ids[valid] = np.arange(int(valid.sum()))
+    ids = _corner_ids(f)
     flat = np.array([0.0, 0.0, 1.0])
     # baked as the difference to the flat normal, so that texels outside the islands are flat
-    n = bake_vertex_field(ts[valid] - flat, ids, corner_uvs, size=size, bleed=2) + flat
-    n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-12
-    return np.clip((n * 0.5 + 0.5) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    field = bake_vertex_field(ts[valid] - flat, ids, corner_uvs, size=size, bleed=2).reshape(-1, 3)
+    out = np.empty((size * size, 3), dtype=np.uint8)
+    for a in range(0, len(field), _BLOCK):  # unit length and 8 bits, in blocks that stay in the cache
+        n = field[a:a + _BLOCK] + flat
+        n /= np.sqrt(_rowdot(n, n))[:, None] + 1e-12  # np.linalg.norm's sum of squares, in order
+        out[a:a + _BLOCK] = np.clip((n * 0.5 + 0.5) * 255.0 + 0.5, 0, 255)
+    return out.reshape(size, size, 3)
 
 
 def decode_normal(rgb: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ integer + 0.5).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,10 @@ from .layout_cache import LayoutCache, array_key
 from .raster_np import rasterize_np
 
 __all__ = ["bake_texture", "bake_vertex_field", "crop_depth", "depth_map", "project_landmarks", "texel_view",
-           "texel_weights", "TexelView", "bleed_sources", "nearest_texels", "uv_raster"]
+           "texel_weights", "TexelView", "bleed_sources", "nearest_texels", "row_blocks", "uv_raster"]
 
 DEPTH_MAX_SIDE = 2048  # px: the depth is rasterised at most this finely, then resampled
+_BLOCK = 1 << 15  # texels a block of the per-texel products (a few MB: the processor's cache)
 
 
 def crop_depth(camera: CropCamera, vertices: np.ndarray, triangles: np.ndarray, res: int | None = None) -> np.ndarray:
@@ -76,17 +78,24 @@ def project_landmarks(camera: CropCamera, vertices: np.ndarray, landmark_idx: np
 def _bilinear(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Sample (H, W, C) uint8 at continuous pixel positions (N, 2) (centres at +0.5), edge clamp;
     returns (N, C) float32."""
+    return _bilinear_u8(img, xy).astype(np.float32)
+
+
+def _bilinear_u8(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """:func:`_bilinear` as OpenCV gives it, (N, C) uint8 (its interpolation rounds to the
+    nearest level: the float32 of :func:`_bilinear` holds the same integers)."""
     import cv2
 
     n = len(xy)
     width = 1024  # OpenCV maps must stay below 32767 rows and columns
     rows = max(1, -(-n // width))
     m = np.zeros((rows * width, 2), dtype=np.float32)
-    m[:n] = np.asarray(xy, dtype=np.float32) - 0.5
+    m[:n] = xy
+    m[:n] -= np.float32(0.5)
     m = m.reshape(rows, width, 2)
     out = cv2.remap(np.ascontiguousarray(img), m[..., 0], m[..., 1], interpolation=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(rows * width, -1)[:n].astype(np.float32)
+    return out.reshape(rows * width, -1)[:n]
 
 
 _UV_SHIFT = 8  # fractional bits of the vertex coordinates given to OpenCV's polygon filler
@@ -212,6 +221,33 @@ def bleed_sources(inside: np.ndarray, bleed: int) -> tuple[np.ndarray, np.ndarra
     return grown, source
 
 
+def row_blocks(w: sp.csr_matrix, block: int = _BLOCK) -> list[tuple[int, int, sp.csr_matrix]]:
+    """``(start, stop, rows)`` for consecutive blocks of ``block`` rows of the CSR matrix ``w``,
+    ``rows`` a CSR matrix over ``w``'s own arrays; ``rows @ x`` is row for row
+    ``(w @ x)[start:stop]``. Building the blocks costs about a millisecond each (SciPy's checks),
+    so they are remembered per matrix object: for matrices that are never changed, such as the
+    layout caches' texel weights (:func:`texel_weights`)."""
+    key = (id(w), block)
+    hit = _ROW_BLOCKS.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    indptr = w.indptr
+    n = w.shape[0]
+    out = []
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        p0, p1 = int(indptr[a]), int(indptr[b])
+        out.append((a, b, sp.csr_matrix((w.data[p0:p1], w.indices[p0:p1], indptr[a:b + 1] - p0),
+                                        shape=(b - a, w.shape[1]), copy=False)))
+    if len(_ROW_BLOCKS) >= 16:
+        _ROW_BLOCKS.clear()
+    _ROW_BLOCKS[key] = (weakref.ref(w), out)
+    return out
+
+
+_ROW_BLOCKS: dict[tuple[int, int], tuple[weakref.ref, list[tuple[int, int, sp.csr_matrix]]]] = {}
+
+
 _WEIGHTS: LayoutCache[tuple[np.ndarray, sp.csr_matrix, np.ndarray, np.ndarray]] = LayoutCache("texel weights", 5)
 
 
@@ -273,21 +309,31 @@ def texel_view(camera: CropCamera, vertices: np.ndarray, polygons: np.ndarray, c
     :func:`bake_texture` for the parameters)."""
     tri_vert = _triangles(np.asarray(polygons, dtype=np.int64))[2]  # the triangles, not the raster
     flat_inside, weights, _, _ = texel_weights(polygons, corner_uvs, size)
-    v = np.asarray(vertices, dtype=np.float64)
-    pts = weights @ v[: weights.shape[1]]
+    v = np.asarray(vertices, dtype=np.float64)[: weights.shape[1]]
     # visibility from the camera: depth test against a render of the mesh in the crop
     vis_depth = crop_depth(camera, vertices, tri_vert) if depth_crop is None else depth_crop
     visibility_res = vis_depth.shape[0]
-    crop_xy = camera.project_crop(pts)
-    img_xy = crop_xy * camera.image_scale + np.array(camera.box[:2])
-    cz = pts[:, 2] + camera.z_ref
-    seen = cz <= np.inf  # NaN points are never seen
-    ci = []
-    for k, lim in enumerate(image_size[::-1]):  # per column: (N, 2).all(1) is slow
-        vis = crop_xy[:, k] * (visibility_res / camera.resolution)
-        seen &= (vis >= 0) & (vis < visibility_res) & (img_xy[:, k] >= 0) & (img_xy[:, k] < lim)
-        ci.append(np.clip(vis.astype(np.int64), 0, visibility_res - 1))
-    seen &= cz <= vis_depth[ci[1], ci[0]] + depth_tolerance_mm
+    n = len(flat_inside)
+    pts = np.empty((n, 3))
+    crop_xy = np.empty((n, 2))
+    img_xy = np.empty((n, 2))
+    seen = np.empty(n, dtype=bool)
+    for a, b, rows in row_blocks(weights):  # in blocks that stay in the cache (the same values)
+        p = pts[a:b] = rows @ v
+        c = crop_xy[a:b] = camera.project_crop(p)
+        im = img_xy[a:b]
+        for k in (0, 1):  # crop_xy * image_scale + box[:2], column by column (no (N, 2) temporaries)
+            np.multiply(c[:, k], camera.image_scale, out=im[:, k])
+            im[:, k] += camera.box[k]
+        cz = p[:, 2] + camera.z_ref
+        sn = cz <= np.inf  # NaN points are never seen
+        ci = []
+        for k, lim in enumerate(image_size[::-1]):  # per column: (N, 2).all(1) is slow
+            vis = c[:, k] * (visibility_res / camera.resolution)
+            sn &= (vis >= 0) & (vis < visibility_res) & (im[:, k] >= 0) & (im[:, k] < lim)
+            ci.append(np.clip(vis.astype(np.int64), 0, visibility_res - 1))
+        sn &= cz <= vis_depth[ci[1], ci[0]] + depth_tolerance_mm
+        seen[a:b] = sn
     return TexelView(flat_inside, pts, crop_xy, img_xy, seen, tri_vert, size)
 
 
@@ -328,7 +374,9 @@ def bake_texture(
     tex = np.full((size * size, 3), 128, dtype=np.uint8)
     seen = np.zeros(size * size, dtype=bool)
     hit = view.inside[view.seen]
-    tex[hit] = np.clip(_bilinear(photo, view.image_xy[view.seen]) + 0.5, 0, 255).astype(np.uint8)
+    # OpenCV's uint8 interpolation directly (the same levels as rounding its float32 copy)
+    xy = view.image_xy[view.seen]  # one remap: OpenCV splits it over its threads
+    tex[hit] = _bilinear_u8(photo, xy) if photo.dtype == np.uint8 else np.clip(_bilinear(photo, xy) + 0.5, 0, 255)
     seen[hit] = True
     tex = tex.reshape(size, size, 3)
     seen = seen.reshape(size, size)
@@ -364,7 +412,9 @@ def bake_vertex_field(values: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
     vals = np.asarray(values, dtype=np.float64)
     inside, w, grown, source = texel_weights(poly, uvs, size, bleed)
     out = np.zeros((size * size,) + vals.shape[1:], dtype=np.float32)
-    out[inside] = w @ vals[: w.shape[1]]
+    vals = vals[: w.shape[1]]
+    for a, b, rows in row_blocks(w):  # in blocks of texel rows (the same sums, in the cache)
+        out[inside[a:b]] = rows @ vals
     out[grown] = out[source]
     out = out.reshape((size, size) + vals.shape[1:])
     return out

@@ -209,6 +209,30 @@ def _write_normal_map(path: Path, rec: FaceReconstruction, faces: np.ndarray, uv
     return took
 
 
+def _write_objs(tmp: Path, rec: FaceReconstruction, v: np.ndarray, q: np.ndarray | None, quv: np.ndarray | None,
+                faces: np.ndarray, uvs: np.ndarray, header: str) -> float:
+    """``face_base.obj`` and ``face.obj`` (the detailed mesh ``v``, ``q``, ``quv`` when given) with
+    their ``.mtl`` files; returns the seconds they took."""
+    t = time.perf_counter()
+    write_obj(tmp, rec.vertices_model * MODEL_TO_OBJ_M, faces, uvs, stem="face_base", header=header,
+              normal_map="normal.png")
+    if q is not None:
+        write_obj(tmp, rec.to_model(v) * MODEL_TO_OBJ_M, q, quv, stem="face",
+                  header=header + "; fine detail, one Simple subdivision level")
+    else:
+        write_obj(tmp, rec.vertices_model * MODEL_TO_OBJ_M, faces, uvs, stem="face", header=header,
+                  normal_map="normal.png")
+    return time.perf_counter() - t
+
+
+def _write_depth_landmarks(tmp: Path, photo: np.ndarray, rec: FaceReconstruction, template: Any,
+                           dcrop: np.ndarray) -> None:
+    """``depth.npy`` and ``landmarks.json``."""
+    np.save(tmp / "depth.npy", depth_map(rec.camera, dcrop, (photo.shape[0], photo.shape[1])))
+    lm = photo_landmarks_68(rec.camera, rec.vertices, template, mask=rec.maps["mask"])
+    write_json(tmp / "landmarks.json", landmarks_doc(lm, rec.face.landmarks_478))
+
+
 def write_result(
     out_dir: str | Path,
     photo: np.ndarray,
@@ -230,20 +254,26 @@ def write_result(
     faces = np.asarray(template.faces)
     uvs = np.asarray(template.uvs)
     seconds: dict[str, float] = {}
-    if rec.detail is not None:
-        v, q, quv = detailed_mesh(rec, faces, uvs)
-        tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
-    else:
-        v, tris = rec.vertices, template.triangles()
-    ts = time.perf_counter()
-    dcrop = crop_depth(rec.camera, v, tris)
-    seconds["depth"] = time.perf_counter() - ts
+    q: np.ndarray | None = None
+    quv: np.ndarray | None = None
+    header = f"pix2vertex {versions()['pix2vertex']}: registered ICT-FaceKit face region (MIT), metres"
     with AtomicFolder(out_dir, overwrite=overwrite) as tmp, ThreadPoolExecutor(2) as pool:
-        # beside the texture clean-up: the normal map and its PNG, the maps' PNG (numpy, OpenCV
-        # and zlib run without the GIL); then the textures' PNGs beside the OBJ text
+        # beside the depth raster and the texture clean-up: the normal map and its PNG, the maps'
+        # PNG, the OBJ text, the depth and the landmarks (numpy, OpenCV and zlib run without the
+        # GIL); then the textures' PNGs
         normal_job = pool.submit(_write_normal_map, tmp / "normal.png", rec, faces, uvs, texture_size)
         pngs: list[Future] = [normal_job,
                               pool.submit(lambda: save_png_atomic(tmp / "maps.png", maps_png(rec), FAST_PNG))]
+        if rec.detail is not None:
+            v, q, quv = detailed_mesh(rec, faces, uvs)
+            tris = np.concatenate([q[:, [0, 1, 2]], q[:, [0, 2, 3]]])
+        else:
+            v, tris = rec.vertices, template.triangles()
+        ts = time.perf_counter()
+        dcrop = crop_depth(rec.camera, v, tris)
+        seconds["depth"] = time.perf_counter() - ts
+        obj_job = pool.submit(_write_objs, tmp, rec, v, q, quv, faces, uvs, header)
+        side_job = pool.submit(_write_depth_landmarks, tmp, photo, rec, template, dcrop)
         ts = time.perf_counter()
         tex = clean_texture(photo, rec.camera, rec.vertices, template.vertices_cm * 10.0, faces, uvs,
                             mask=rec.maps["mask"], size=texture_size, depth_crop=dcrop)
@@ -251,19 +281,8 @@ def write_result(
         tw = time.perf_counter()
         pngs += [pool.submit(save_png_atomic, tmp / name, img, FAST_PNG)
                  for name, img in (("texture.png", tex.texture), ("texture_raw.png", tex.raw))]
-        header = f"pix2vertex {versions()['pix2vertex']}: registered ICT-FaceKit face region (MIT), metres"
-        write_obj(tmp, rec.vertices_model * MODEL_TO_OBJ_M, faces, uvs, stem="face_base", header=header,
-                  normal_map="normal.png")
-        if rec.detail is not None:
-            write_obj(tmp, rec.to_model(v) * MODEL_TO_OBJ_M, q, quv, stem="face",
-                      header=header + "; fine detail, one Simple subdivision level")
-        else:
-            write_obj(tmp, rec.vertices_model * MODEL_TO_OBJ_M, faces, uvs, stem="face", header=header,
-                      normal_map="normal.png")
-        seconds["write_obj"] = time.perf_counter() - tw
-        np.save(tmp / "depth.npy", depth_map(rec.camera, dcrop, (photo.shape[0], photo.shape[1])))
-        lm = photo_landmarks_68(rec.camera, rec.vertices, template, mask=rec.maps["mask"])
-        write_json(tmp / "landmarks.json", landmarks_doc(lm, rec.face.landmarks_478))
+        seconds["write_obj"] = obj_job.result()
+        side_job.result()
 
         x0, y0, side = rec.face.crop
         doc = {

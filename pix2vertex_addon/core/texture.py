@@ -35,7 +35,7 @@ from scipy.sparse.linalg import spsolve
 from .camera import CropCamera
 from .geometry.laplacian import vertex_normals
 from .layout_cache import LayoutCache, array_key
-from .projection import TexelView, _bilinear, bake_texture, texel_view, texel_weights
+from .projection import TexelView, _bilinear, bake_texture, row_blocks, texel_view, texel_weights
 
 __all__ = ["TextureResult", "border_colour_weight", "border_distance", "clean_texture", "complete_texture",
            "layout_tables", "mirror_texels", "seam_distance", "texel_confidence"]
@@ -45,6 +45,7 @@ KNOWN = 0.5  # confidence above which a texel (or shading cell) counts as well s
 BORDER_BAND = 0.06  # of the crop side: texels this near the mask's outline get the colour test
 SEAM_MM = 15.0  # the texture fades to the skin colour over this distance from the face's outer border
 CHROMA_K = 2.0  # the colour test's threshold in chroma deviations (brightness: ``k``, 3)
+_BLOCK = 1 << 15  # texels a block of the per-texel passes (a few MB: the processor's cache)
 OUTER_MM = 45.0  # texels this near the face's outer border (sides, forehead top, neck) get the colour test
 # log colour L = log((c + 4) / 259) of each 8-bit value, single and double precision
 _LOG32 = np.log((np.arange(256, dtype=np.float32) + np.float32(4.0)) / np.float32(259.0))
@@ -73,8 +74,15 @@ def _texel_points(polygons: np.ndarray, corner_uvs: np.ndarray, size: int, value
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    """``t * t * (3 - 2 t)`` of ``t = clip((x - lo) / (hi - lo), 0, 1)``, in place on two arrays."""
+    t = np.subtract(x, lo)
+    t /= hi - lo
+    np.clip(t, 0.0, 1.0, out=t)
+    r = np.multiply(t, 2.0)
+    np.subtract(3.0, r, out=r)
+    np.multiply(t, t, out=t)
+    t *= r
+    return t
 
 
 def texel_confidence(
@@ -107,35 +115,51 @@ def texel_confidence(
     if view is None:
         view = texel_view(camera, vertices, polygons, corner_uvs, image_size, size, depth_tolerance_mm, depth_crop)
     v = np.asarray(vertices, dtype=np.float64)
-    nrm = _texel_points(polygons, corner_uvs, size, vertex_normals(v, view.triangles))
-    cam = camera.to_camera(view.points)
-    # cosine between the normal and the ray to the camera (-cam), in single passes over the texels
-    dot = -np.einsum("ij,ij->i", nrm, cam)
-    inwards = 2 * np.count_nonzero(dot < 0) > len(dot)  # most normals point inwards: the mesh's winding
-    conf = np.zeros(len(dot))
-    seen = np.flatnonzero(view.seen)  # the confidence of the others is 0
-    n_s, c_s = nrm[seen], cam[seen]
-    cos = dot[seen]
-    cos /= (np.sqrt(np.einsum("ij,ij->i", n_s, n_s)) + 1e-12) * (np.sqrt(np.einsum("ij,ij->i", c_s, c_s)) + 1e-12)
-    if inwards:
-        cos = -cos
-    conf[seen] = _smoothstep(cos, *facing)
+    _, w, _, _ = texel_weights(polygons, corner_uvs, size)
+    vn = vertex_normals(v, view.triangles)[: w.shape[1]]
+    m8 = None
     if mask is not None:
         m = _close_small_holes(np.asarray(mask, dtype=np.float32))
         erode = max(1, round(0.012 * m.shape[0])) if mask_erode_px is None else mask_erode_px
         if erode > 0:
             m = ndimage.grey_erosion(m, size=(2 * erode + 1, 2 * erode + 1))
         m8 = np.clip(m * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
-        # past the crop the networks saw nothing: the mask fades to 0 at the crop's edge (a plain
-        # edge clamp would carry the neck's mask onto the collar below the crop)
-        live = np.flatnonzero(conf > 0)
-        xy = view.crop_xy[live]
-        r = camera.resolution
-        x, y = xy[:, 0], xy[:, 1]
-        edge = np.minimum(np.minimum(x, r - x), np.minimum(y, r - y))
-        conf[live] *= (_bilinear(m8, xy)[:, 0] / 255.0) * _smoothstep(edge, 0.0, erode + 1.0)
+    # the texels in blocks that stay in the processor's cache (each texel's arithmetic is the one
+    # of a single pass over all of them, so the result is the same bit for bit)
+    n = len(view.inside)
+    bounds = range(0, n, _BLOCK)
+    dots, coses = [], []
+    n_neg = 0
+    for a, b, rows in row_blocks(w, _BLOCK):
+        nrm = rows @ vn
+        cam = camera.to_camera(view.points[a:b])
+        # cosine between the normal and the ray to the camera (-cam)
+        dot = -np.einsum("ij,ij->i", nrm, cam)
+        n_neg += int(np.count_nonzero(dot < 0))
+        seen = view.seen[a:b]
+        cos = dot[seen]
+        cos /= ((np.sqrt(np.einsum("ij,ij->i", nrm, nrm)) + 1e-12)
+                * (np.sqrt(np.einsum("ij,ij->i", cam, cam)) + 1e-12))[seen]
+        coses.append(cos)
+        dots.append(seen)
+    inwards = 2 * n_neg > n  # most normals point inwards: the mesh's winding
     out = np.zeros(size * size, dtype=np.float32)
-    out[view.inside] = conf
+    r = camera.resolution
+    for a, seen, cos in zip(bounds, dots, coses):
+        b = min(a + _BLOCK, n)
+        conf = np.zeros(b - a)
+        if inwards:
+            cos = -cos
+        conf[seen] = _smoothstep(cos, *facing)
+        if m8 is not None:
+            # past the crop the networks saw nothing: the mask fades to 0 at the crop's edge (a
+            # plain edge clamp would carry the neck's mask onto the collar below the crop)
+            live = np.flatnonzero(conf > 0)
+            xy = view.crop_xy[a:b][live]
+            x, y = xy[:, 0], xy[:, 1]
+            edge = np.minimum(np.minimum(x, r - x), np.minimum(y, r - y))
+            conf[live] *= (_bilinear(m8, xy)[:, 0] / 255.0) * _smoothstep(edge, 0.0, erode + 1.0)
+        out[view.inside[a:b]] = conf
     return out.reshape(size, size)
 
 
@@ -238,26 +262,56 @@ def _seam_ramp(rest_vertices: np.ndarray, polygons: np.ndarray, corner_uvs: np.n
 
 
 def _cells(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum over k x k blocks of (S, S[, C]) (S divisible by k): rows of a block first, then its
+    """Sum over k x k blocks of (H, W[, C]) (H, W divisible by k): rows of a block first, then its
     columns (six times faster than one reduction over both axes)."""
-    s = a.shape[0] // k
-    return a.reshape(s, k, s, k, *a.shape[2:]).sum(axis=1).sum(axis=2)
+    return a.reshape(a.shape[0] // k, k, a.shape[1] // k, k, *a.shape[2:]).sum(axis=1).sum(axis=2)
 
 
 def _table_median(codes: np.ndarray, table: np.ndarray) -> float:
     """``np.median(table[codes])`` for integer ``codes`` into a small ``table`` (256 or 65536
     values), from a histogram of the codes instead of a sort of all of them (same result)."""
-    n = len(codes)
-    order = np.argsort(table, kind="stable")
-    cum = np.cumsum(np.bincount(codes, minlength=len(table))[order])
+    return _hist_median(np.bincount(codes, minlength=len(table)), table)
+
+
+def _hist_median(counts: np.ndarray, table: np.ndarray) -> float:
+    """:func:`_table_median` from the codes' histogram ``counts`` (one count per table entry)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    nz = np.flatnonzero(counts)
+    return _sorted_median(counts[nz], np.asarray(table)[nz])
+
+
+def _sorted_median(counts: np.ndarray, values: np.ndarray) -> float:
+    """The median of ``values`` each repeated ``counts`` (> 0) times. Only the codes that occur
+    are sorted (a few thousand of the 65,536 chroma pairs): entries of count 0 never move the
+    cumulative count, so the pick, and the result, are those of a sort of the whole table."""
+    n = int(counts.sum())
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(counts[order])
     pick = order[np.searchsorted(cum, np.array([(n - 1) // 2, n // 2]), side="right")]
-    return np.mean(table[pick])
+    return np.mean(values[pick])
+
+
+def _known_histograms(raw: np.ndarray, known: np.ndarray) -> list[np.ndarray]:
+    """Per channel, the histogram (256 counts) of the 8-bit values of ``raw`` (S, S, 3) at the
+    ``known`` (S, S) texels: OpenCV's masked histogram (no copy of the selected texels), NumPy's
+    count of the selection where the counts could exceed float32's exact integers."""
+    if known.size < 1 << 24:
+        import cv2
+
+        img = np.ascontiguousarray(raw)
+        m8 = known.view(np.uint8) if known.dtype == bool and known.flags.c_contiguous else known.astype(np.uint8)
+        return [np.rint(cv2.calcHist([img], [c], m8, [256], [0, 256]).ravel()).astype(np.int64) for c in range(3)]
+    sel = raw[known]
+    return [np.bincount(sel[:, c], minlength=256) for c in range(3)]
 
 
 def _robust_centre(codes: np.ndarray, table: np.ndarray) -> tuple[float, float]:
-    """(median, MAD) of ``table[codes]``."""
-    med = _table_median(codes, table)
-    return med, _table_median(codes, np.abs(table - med))
+    """(median, MAD) of ``table[codes]`` (one histogram of the codes for both)."""
+    counts = np.bincount(codes, minlength=len(table))
+    nz = np.flatnonzero(counts)
+    c, values = counts[nz], np.asarray(table)[nz]
+    med = _sorted_median(c, values)
+    return med, _sorted_median(c, np.abs(values - med))
 
 
 def _screened_fill(values: np.ndarray, known: np.ndarray, domain: np.ndarray, anchor: np.ndarray,
@@ -317,14 +371,16 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     known = conf >= KNOWN
     if not known.any():
         return raw.copy(), inside.copy()
-    lg = _LOG32[raw]
-    # shading layer: confidence-weighted cell means, filled where cells are not well seen
+    # shading layer: confidence-weighted cell means, filled where cells are not well seen; the
+    # products in bands of cell rows (the same sums as over the whole texture, in the cache)
     wsum = _cells(conf, coarse)
-    cell_mean = _cells(lg * conf[..., None], coarse) / np.maximum(wsum, 1e-9)[..., None]
+    band = coarse * max(1, _BLOCK // (coarse * s))
+    cell_sum = np.concatenate([_cells(_LOG32[raw[r:r + band]] * conf[r:r + band, :, None], coarse)
+                               for r in range(0, s, band)])
+    cell_mean = cell_sum / np.maximum(wsum, 1e-9)[..., None]
     cell_known = wsum / coarse**2 >= 0.4
     cell_domain = _cells(inside.astype(np.float64), coarse) > 0
-    raw_known = raw[known]
-    anchor = np.array([_table_median(raw_known[:, c], _LOG32) for c in range(3)], dtype=np.float32)
+    anchor = np.array([_hist_median(h, _LOG32) for h in _known_histograms(raw, known)], dtype=np.float32)
     base_c = _screened_fill(np.where(cell_known[..., None], cell_mean, 0.0), cell_known, cell_domain, anchor)
     base_c = np.where(cell_domain[..., None], base_c, anchor)
     import cv2
@@ -332,22 +388,32 @@ def complete_texture(raw: np.ndarray, confidence: np.ndarray, inside: np.ndarray
     base_c = cv2.GaussianBlur(base_c.astype(np.float32), (0, 0), 1.0)
     base = cv2.resize(base_c, (s, s), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
     # only the texels below full weight change (alpha < 1); the others keep their raw colour
-    cf, lgf = conf.ravel(), lg.reshape(-1, 3)
+    cf, rf = conf.ravel(), raw.reshape(-1, 3)
     fade = None if seam is None else np.asarray(seam, dtype=np.float32).ravel()
     todo = np.flatnonzero(inside.ravel() & ((cf < 0.8) if fade is None else ((cf < 0.8) | (fade < 1.0))))
-    filled_lg: np.ndarray = base[todo]
-    if mirror is not None:
-        m = np.asarray(mirror).ravel()[todo]
-        good = (m >= 0) & (cf[np.maximum(m, 0)] >= 0.8)
-        filled_lg[good] += lgf[m[good]] - base[m[good]]  # the mirror's detail
-    blend = np.flatnonzero(cf[todo] > 0.2)  # alpha > 0: a part of the photo's own colour
-    alpha = _smoothstep(cf[todo[blend]], 0.2, 0.8)[:, None]
-    filled_lg[blend] += alpha * (lgf[todo[blend]] - filled_lg[blend])
-    if fade is not None:  # towards the skin colour at the seam with a full head
-        near = np.flatnonzero(fade[todo] < 1.0)
-        filled_lg[near] = anchor + fade[todo[near], None] * (filled_lg[near] - anchor)
+    mirror_flat = None if mirror is None else np.asarray(mirror).ravel()
     out = raw.copy()
-    out.reshape(-1, 3)[todo] = np.clip(np.exp(filled_lg) * np.float32(259.0) - np.float32(3.5), 0, 255).astype(np.uint8)
+    out_flat = out.reshape(-1, 3)
+    for i in range(0, len(todo), _BLOCK):  # texel by texel: in blocks that stay in the cache
+        t = todo[i:i + _BLOCK]
+        filled_lg: np.ndarray = base[t]
+        if mirror_flat is not None:
+            m = mirror_flat[t]
+            good = (m >= 0) & (cf[np.maximum(m, 0)] >= 0.8)
+            mg = m[good]
+            filled_lg[good] += _LOG32[rf[mg]] - base[mg]  # the mirror's detail
+        ct = cf[t]
+        blend = np.flatnonzero(ct > 0.2)  # alpha > 0: a part of the photo's own colour
+        alpha = _smoothstep(ct[blend], 0.2, 0.8)[:, None]
+        filled_lg[blend] += alpha * (_LOG32[rf[t[blend]]] - filled_lg[blend])
+        if fade is not None:  # towards the skin colour at the seam with a full head
+            ft = fade[t]
+            near = np.flatnonzero(ft < 1.0)
+            filled_lg[near] = anchor + ft[near, None] * (filled_lg[near] - anchor)
+        c = np.exp(filled_lg, out=filled_lg)  # back to 8 bits: exp(L) * 259 - 4 + 0.5, in place
+        c *= np.float32(259.0)
+        c -= np.float32(3.5)
+        out_flat[t] = np.clip(c, 0, 255, out=c)  # the assignment truncates, as astype(uint8)
     if bleed_index is None and bleed > 0:
         _, (ir, ic) = ndimage.distance_transform_edt(~inside, return_indices=True)
         g = ndimage.binary_dilation(inside, iterations=bleed) & ~inside

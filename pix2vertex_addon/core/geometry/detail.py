@@ -43,6 +43,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 from scipy.spatial import cKDTree
 
+from ..layout_cache import LayoutCache, array_key
 from .laplacian import cotangent_laplacian, vertex_normals
 from .nricp import triangulate
 from .target_mesh import TargetMesh
@@ -360,19 +361,29 @@ def detail_field(
     delta_s[_boundary_vertices(quads, n_sub)] = 0.0  # one-sided umbrella: no fairing there
     detail = gain_mm * eta * delta_mu * weights
     smooth = (1.0 - eta) * delta_s
+    quads.setflags(write=False)  # the layout of every result: read-only, its cache keys are remembered
     out = DetailResult(vertices=x, faces=quads, displacement=detail + smooth, detail=detail,
                        smooth=smooth, normals=normals, intensity=np.where(seen, tau, np.nan),
                        weights=weights, subdivision=S)
     return out
 
 
+_CORNER_UVS: LayoutCache[np.ndarray] = LayoutCache("subdivided corner UVs", 4)
+
+
 def subdivide_corner_uvs(faces: np.ndarray, corner_uvs: np.ndarray, levels: int = 1) -> np.ndarray:
-    """Per-corner UVs (Q, 4, 2) of the quads of ``geometry.detail.subdivide_simple`` (same quad
-    order), for polygons ``faces`` (F, 4, -1 padded) with UVs ``corner_uvs`` (F, 4, 2).
+    """Per-corner UVs (Q, 4, 2) float64 of the quads of ``geometry.detail.subdivide_simple``
+    (same quad order), for polygons ``faces`` (F, 4, -1 padded) with UVs ``corner_uvs`` (F, 4, 2).
 
     Every polygon corner is made a vertex of its own, so the Simple subdivision of that
-    "corner mesh" interpolates UVs inside each polygon and never across a UV seam."""
+    "corner mesh" interpolates UVs inside each polygon and never across a UV seam. The same for
+    every reconstruction onto one template: kept per layout (read-only, as cached values are)."""
     f = np.asarray(faces)
+    uv = np.asarray(corner_uvs)
+    return _CORNER_UVS.get(array_key(f, uv, int(levels)), lambda: _subdivide_corner_uvs(f, uv, int(levels)))
+
+
+def _subdivide_corner_uvs(f: np.ndarray, corner_uvs: np.ndarray, levels: int) -> np.ndarray:
     valid = f >= 0
     ids = np.full(f.shape, -1, dtype=np.int64)
     ids[valid] = np.arange(int(valid.sum()))
