@@ -42,9 +42,9 @@ def _library_files() -> list[Path]:
 
     files = []
     for pkg in (numpy, _scipy()):
-        if pkg is None:
+        if pkg is None or not getattr(pkg, "__file__", None):
             continue
-        root = Path(pkg.__file__).parent
+        root = Path(str(pkg.__file__)).parent
         for folder in (root.parent / f"{root.name}.libs", root / ".dylibs"):
             if folder.is_dir():
                 files += sorted(p for p in folder.iterdir() if "openblas" in p.name.lower())
