@@ -282,11 +282,10 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]], dest: Path,
     if sys.version_info[:2] == BLENDER_PYTHON:
         if bytecode:
             pack = src / WHEEL_BYTECODE
+            digest = hashlib.sha256()  # the pack's id: its files' names and contents
             for rel, data in sorted(bytecode.items()):
                 (pack / rel).parent.mkdir(parents=True, exist_ok=True)
                 (pack / rel).write_bytes(data)
-            digest = hashlib.sha256()
-            for rel, data in sorted(bytecode.items()):
                 digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
             (pack / "PACK_ID").write_text(digest.hexdigest() + "\n")
         mode = py_compile.PycInvalidationMode.CHECKED_HASH

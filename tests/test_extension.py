@@ -220,9 +220,9 @@ def test_zip_installs_and_enables_in_blender(extension_zip, tmp_path):
     assert not installed.exists(), "uninstall removed the files"
 
 
-def test_staged_extension_carries_checked_hash_bytecode(tmp_path):
-    """Blender never writes bytecode, so the built zip carries the add-on's modules compiled:
-    checked-hash .pyc (valid whatever the unzipped files' times), beside every source."""
+def _build_extension_for_bytecode():
+    """scripts/build_extension.py as a module; skips the test unless this is Blender's Python
+    (the only one the zips' bytecode is built for)."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import build_extension
@@ -230,6 +230,13 @@ def test_staged_extension_carries_checked_hash_bytecode(tmp_path):
         sys.path.pop(0)
     if sys.version_info[:2] != build_extension.BLENDER_PYTHON:
         pytest.skip("bytecode is built for Blender's Python only")
+    return build_extension
+
+
+def test_staged_extension_carries_checked_hash_bytecode(tmp_path):
+    """Blender never writes bytecode, so the built zip carries the add-on's modules compiled:
+    checked-hash .pyc (valid whatever the unzipped files' times), beside every source."""
+    build_extension = _build_extension_for_bytecode()
     src = build_extension.stage(["linux-x64"], {"linux-x64": []}, tmp_path)
     import importlib.util
 
@@ -247,13 +254,7 @@ def test_wheel_bytecode_is_compiled_from_the_wheels_own_sources(tmp_path):
     """The pack holds checked-hash .pyc of the wanted modules of each wheel, compiled from the
     source inside the wheel (so they match what Blender unpacks), laid out as in site-packages;
     stage() writes it with an id that changes with its content."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import build_extension
-    finally:
-        sys.path.pop(0)
-    if sys.version_info[:2] != build_extension.BLENDER_PYTHON:
-        pytest.skip("bytecode is built for Blender's Python only")
+    build_extension = _build_extension_for_bytecode()
     import importlib.util
 
     whl = tmp_path / "demo-1.0-py3-none-any.whl"

@@ -25,6 +25,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ..core.atomic import write_bytes_atomic, write_text_atomic
+
 PACK = Path(__file__).resolve().parents[1] / "wheel_bytecode"
 PACK_ID = "PACK_ID"  # in the pack: a digest of its files; beside the marker, the pack last installed
 
@@ -103,16 +105,14 @@ def install_pack(pack: Path, site_packages: Path, marker: Path | None = None) ->
                     counts["present"] += 1
                     continue
                 target.parent.mkdir(exist_ok=True)
-                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+                write_bytes_atomic(target, data)
                 counts["installed"] += 1
             except OSError:
                 counts["failed"] += 1
     if marker is not None and counts["failed"] == 0:
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(pack_id + "\n")
+            write_text_atomic(marker, pack_id + "\n")
         except OSError:
             pass
     return counts
